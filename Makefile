@@ -1,0 +1,35 @@
+# Every target creates .venv on first use; nothing else needs installing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint pytest bench soak clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/tenant_demo.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check pooler_actors tests examples benchmarks
+	$(PY) -m ruff format --check pooler_actors tests examples benchmarks
+	$(PY) -m mypy --strict pooler_actors
+
+pytest: $(STAMP)
+	$(PY) -m pytest
+
+test: lint pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py $(if $(SECONDS),--seconds $(SECONDS),)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,62 @@
+"""pooler_actors: a keyed pool of reusable resources, built as pykka actors.
+
+Acquire a resource by key from threads (:class:`Pool`), asyncio
+(:class:`AsyncPool`) or actors (``pool_ref.ask(Acquire(key))``); the
+:class:`PoolSupervisor` caps how many exist, queues callers fairly, checks
+health and reports every event through structlog.
+"""
+
+from pooler_actors.aio import AsyncPool
+from pooler_actors.errors import (
+    AcquireTimeout,
+    FactoryError,
+    PoolClosedError,
+    TooManyWaiters,
+)
+from pooler_actors.messages import (
+    Acquire,
+    Contains,
+    GetStats,
+    ListResources,
+    PoolStopped,
+    Prewarm,
+    Refresh,
+    Release,
+    ReleaseAll,
+    Unwatch,
+    Watch,
+)
+from pooler_actors.options import PoolOptions
+from pooler_actors.pool import Pool
+from pooler_actors.protocols import Factory, Pooler, Reusable
+from pooler_actors.stats import Stats
+from pooler_actors.supervisor import PoolRef, PoolSupervisor
+
+__all__ = [
+    "Acquire",
+    "AcquireTimeout",
+    "AsyncPool",
+    "Contains",
+    "Factory",
+    "FactoryError",
+    "GetStats",
+    "ListResources",
+    "Pool",
+    "PoolClosedError",
+    "PoolOptions",
+    "PoolRef",
+    "PoolStopped",
+    "PoolSupervisor",
+    "Pooler",
+    "Prewarm",
+    "Refresh",
+    "Release",
+    "ReleaseAll",
+    "Reusable",
+    "Stats",
+    "TooManyWaiters",
+    "Unwatch",
+    "Watch",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,167 @@
+"""A light reply future for the supervisor, settled once, possibly deferred.
+
+pykka sets an ask's reply when ``on_receive`` returns; the supervisor instead
+keeps the future of a queued ``Acquire`` and settles it when a slot frees.
+A caller that gives up *withdraws* the future: settling and withdrawing race
+through one small lock, so exactly one of them wins and a caller that gave up
+is never handed a resource.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sys
+import threading
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pykka
+
+from pooler_actors._messages import Withdraw
+
+if TYPE_CHECKING:
+    from pykka._types import OptExcInfo
+
+__all__ = ["PoolFuture"]
+
+T = TypeVar("T")
+
+_PENDING = 0
+_VALUE = 1
+_ERROR = 2
+
+
+class PoolFuture(pykka.Future[T]):
+    """A one-shot future: one ``Lock`` to wait on, one to make settling atomic.
+
+    Lighter than pykka's ``Condition``-based future, awaitable without
+    blocking the event loop, and withdrawable by a caller that gives up.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._guard = threading.Lock()
+        self._done = threading.Lock()
+        self._done.acquire()  # held until settled; get() waits on it
+        self._state = _PENDING
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._callbacks: list[Callable[[PoolFuture[T]], None]] | None = None
+        self.withdrawn = False
+        #: Told a withdrawal notice when the caller gives up (set by PoolRef).
+        self.owner: pykka.ActorRef[Any] | None = None
+        #: The supervisor's record of the caller (read only in its thread).
+        self.waiter: Any = None
+
+    def __repr__(self) -> str:
+        state = ("pending", "value", "error")[self._state]
+        return f"<PoolFuture {state}{' withdrawn' if self.withdrawn else ''}>"
+
+    @property
+    def pending(self) -> bool:
+        """Whether the future is neither settled nor withdrawn."""
+        return self._state == _PENDING
+
+    def get(self, *, timeout: float | None = None) -> T:
+        """Wait for the value; raise the error, or ``pykka.Timeout``."""
+        if self._get_hook is not None:
+            return super().get(timeout=timeout)
+        if self._state == _PENDING:
+            wait = -1.0 if timeout is None else max(0.0, timeout)
+            if not self._done.acquire(timeout=wait):
+                raise pykka.Timeout(f"{timeout} seconds")
+            self._done.release()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[no-any-return]
+
+    def try_set(self, value: Any) -> bool:
+        """Settle with ``value``; ``False`` if already settled or withdrawn."""
+        return self._settle(_VALUE, value, None)
+
+    def try_fail(self, error: BaseException) -> bool:
+        """Settle with ``error``; ``False`` if already settled or withdrawn."""
+        return self._settle(_ERROR, None, error)
+
+    def set(self, value: Any | None = None) -> None:
+        if not self._settle(_VALUE, value, None) and not self.withdrawn:
+            raise queue.Full("future already settled")
+
+    def set_exception(self, exc_info: OptExcInfo | None = None) -> None:
+        if exc_info is None:
+            exc_info = sys.exc_info()
+        error = exc_info[1]
+        if error is None:
+            assert exc_info[0] is not None
+            error = exc_info[0]()
+        self._settle(_ERROR, None, error)
+
+    def withdraw(self, error: BaseException) -> bool:
+        """Give up: settle with ``error`` unless already settled.
+
+        Returns ``True`` if the withdrawal won; the owner is then told, so the
+        supervisor drops the caller from its queue at once.
+        """
+        if not self._settle(_ERROR, None, error, withdraw=True):
+            return False
+        if self.owner is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                self.owner.tell(Withdraw(self))
+        return True
+
+    def add_done_callback(self, fn: Callable[[PoolFuture[T]], None]) -> None:
+        """Call ``fn(self)`` once settled, in the settling thread (now if done)."""
+        with self._guard:
+            if self._state == _PENDING:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def _settle(
+        self,
+        state: int,
+        value: Any,
+        error: BaseException | None,
+        withdraw: bool = False,
+    ) -> bool:
+        with self._guard:
+            if self._state != _PENDING:
+                return False
+            self._value = value
+            self._error = error
+            self._state = state
+            self.withdrawn = withdraw
+            callbacks = self._callbacks
+            self._callbacks = None
+        self._done.release()
+        if callbacks:
+            for fn in callbacks:
+                fn(self)
+        return True
+
+    def __await__(self) -> Generator[Any, None, T]:
+        """Await without blocking the event loop; cancelling withdraws."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: PoolFuture[T]) -> None:
+            loop.call_soon_threadsafe(_resolve, waiter)
+
+        self.add_done_callback(wake)
+        try:
+            yield from waiter.__await__()
+        except asyncio.CancelledError:
+            self.withdraw(asyncio.CancelledError())
+            raise
+        return self.get(timeout=0)
+
+    __iter__ = __await__
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

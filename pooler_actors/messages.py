@@ -1,0 +1,149 @@
+"""The messages a :class:`~pooler_actors.PoolSupervisor` answers.
+
+Each is a small immutable command object. Send it with ``ref.ask(...)`` for
+its reply, or ``ref.ask(..., block=False)`` for a future of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+from structlog.contextvars import get_contextvars
+
+__all__ = [
+    "Acquire",
+    "Contains",
+    "GetStats",
+    "ListResources",
+    "PoolStopped",
+    "Prewarm",
+    "Refresh",
+    "Release",
+    "ReleaseAll",
+    "Unwatch",
+    "Watch",
+]
+
+
+def _check_key(key: object) -> None:
+    try:
+        hash(key)
+    except TypeError:
+        raise TypeError(
+            f"pool keys must be hashable, got unhashable {type(key).__name__}: {key!r}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    """Get the resource for ``key``, creating it if needed; reply: the resource.
+
+    ``timeout`` bounds the whole acquire, queueing and creation: ``None``
+    waits forever, ``0`` never queues for a slot. The caller's structlog
+    context variables are taken when the message is made and travel with it.
+    """
+
+    key: Hashable
+    timeout: float | None = None
+    context: dict[str, Any] = field(
+        default_factory=get_contextvars, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        _check_key(self.key)
+        t = self.timeout
+        if t is not None:
+            if isinstance(t, bool) or not isinstance(t, int | float):
+                raise TypeError(f"timeout must be a number or None, got {t!r}")
+            if math.isnan(t) or t < 0:
+                raise ValueError(f"timeout must be >= 0 or None, got {t!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Close and remove the resource for ``key``; reply: whether one was open."""
+
+    key: Hashable
+
+    def __post_init__(self) -> None:
+        _check_key(self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseAll:
+    """Close every resource; reply (``None``) once none of the pool exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class Contains:
+    """Whether a resource exists (open or being created) for ``key``."""
+
+    key: Hashable
+
+    def __post_init__(self) -> None:
+        _check_key(self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class GetStats:
+    """Reply: a :class:`~pooler_actors.Stats` snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListResources:
+    """Reply: a list of ``(key, resource)`` of open resources, creation order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prewarm:
+    """Create resources for ``keys`` ahead of demand, as far as the cap allows.
+
+    Reply, once every creation it started has finished: a dict of key to one
+    of ``"created"``, ``"open"`` (already open), ``"not_created"`` (no free
+    slot) or ``"failed"``.
+    """
+
+    keys: tuple[Hashable, ...]
+
+    def __init__(self, keys: Iterable[Hashable]) -> None:
+        keys = tuple(keys)
+        for key in keys:
+            _check_key(key)
+        object.__setattr__(self, "keys", keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """Replace ``key``'s resource with a fresh one; reply: ``False`` if none."""
+
+    key: Hashable
+
+    def __post_init__(self) -> None:
+        _check_key(self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Ask the pool to tell ``watcher`` a :class:`PoolStopped` when it stops."""
+
+    watcher: pykka.ActorRef[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Unwatch:
+    """Stop telling ``watcher`` about the pool stopping."""
+
+    watcher: pykka.ActorRef[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStopped:
+    """Told to watchers when the pool stops: ``reason`` is ``"closed"`` or the
+    error that made the supervisor fail."""
+
+    name: str
+    reason: str

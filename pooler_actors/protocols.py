@@ -1,0 +1,54 @@
+"""The shapes the pool works with: resources, factories and the pool itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Protocol, TypeAlias, TypeVar, runtime_checkable
+
+from pooler_actors.stats import Stats
+
+__all__ = ["Factory", "Pooler", "Reusable"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+@runtime_checkable
+class Reusable(Protocol):
+    """A resource the pool can hold: it closes, and it answers a health check."""
+
+    def close(self) -> None:
+        """Release whatever the resource holds. Called once, in its actor."""
+
+    def ping(self) -> None:
+        """Check the resource; raise when it is unhealthy."""
+
+
+Factory: TypeAlias = Callable[[], T] | Callable[[Hashable], T]
+"""What makes a resource: ``factory(key)`` when it takes a positional
+parameter, else ``factory()``."""
+
+
+@runtime_checkable
+class Pooler(Protocol[T_co]):
+    """The Go package's ``Pooler`` interface; :class:`~pooler_actors.Pool` has it."""
+
+    def acquire(self, key: Hashable, timeout: float | None = None) -> T_co:
+        """Return the resource for ``key``, creating it when needed."""
+        ...
+
+    def release(self, key: Hashable) -> bool:
+        """Close and remove the resource for ``key``."""
+        ...
+
+    def contains(self, key: Hashable) -> bool:
+        """Whether a resource exists for ``key``."""
+        ...
+
+    def release_all(self) -> None:
+        """Close and remove every resource."""
+        ...
+
+    def stats(self) -> Stats:
+        """A snapshot of the pool's statistics."""
+        ...

@@ -1,0 +1,119 @@
+"""The resource actor: one per resource; runs the factory, ping and close.
+
+All blocking user code runs here, in the resource's own actor thread, never in
+the supervisor. The actor reports every outcome to the supervisor by message,
+tagged with its resource id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import pykka
+
+from pooler_actors._messages import Closed, Failed, Ping, PingResult, Ready
+from pooler_actors.protocols import Reusable
+
+__all__ = ["ResourceActor"]
+
+
+class ResourceActor(pykka.ThreadingActor):
+    """Holds one resource for the supervisor.
+
+    Its life: ``on_start`` runs the factory and reports ``Ready`` or
+    ``Failed``; ``Ping`` messages run ``ping()``; stopping the actor (by the
+    supervisor, or by ``ActorRegistry.stop_all()``) closes the resource once
+    and reports ``Closed``.
+    """
+
+    # Daemon threads: a program that forgets to close its pool still exits;
+    # an atexit hook closes what is left (see supervisor.py).
+    use_daemon_thread = True
+
+    def __init__(
+        self,
+        supervisor: pykka.ActorRef[Any],
+        rid: int,
+        key: Hashable,
+        factory: Callable[..., Any],
+        pass_key: bool,
+        *,
+        pool_name: str = "pool",
+    ) -> None:
+        super().__init__()
+        self.rid = rid
+        self.key = key
+        self._supervisor = supervisor
+        self._factory = factory
+        self._pass_key = pass_key
+        self._pool_name = pool_name
+        self._resource: Any = None
+        #: Set once the resource is closed, or once it is known none exists.
+        self.finished = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def _start_actor_loop(self) -> None:
+        # As pykka's, but keeps the thread so the supervisor can join it.
+        self.thread = threading.Thread(
+            target=self._actor_loop,
+            name=f"pooler_actors:{self._pool_name}:resource-{self.rid}",
+            daemon=True,
+        )
+        self.thread.start()
+
+    def _report(self, message: object) -> None:
+        # If the pool is gone, nothing waits for this report.
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._supervisor.tell(message)
+
+    def on_start(self) -> None:
+        try:
+            resource = self._factory(self.key) if self._pass_key else self._factory()
+            if not isinstance(resource, Reusable):
+                raise TypeError(
+                    f"factory returned {type(resource).__name__}, which is not "
+                    "Reusable (it needs close() and ping())"
+                )
+        except Exception as error:
+            self.finished.set()
+            self._report(Failed(self.rid, error))
+            self.stop()
+            return
+        self._resource = resource
+        self._report(Ready(self.rid, resource))
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Ping):
+            error: BaseException | None = None
+            try:
+                if self._resource is not None:
+                    self._resource.ping()
+            except Exception as exc:
+                error = exc
+            self._report(PingResult(self.rid, message.seq, error))
+            return None
+        return super().on_receive(message)
+
+    def on_stop(self) -> None:
+        self._close()
+
+    def on_failure(self, *_exc_info: Any) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        resource, self._resource = self._resource, None
+        if resource is None:
+            if not self.finished.is_set():
+                self.finished.set()
+                self._report(Closed(self.rid, None))
+            return
+        error: BaseException | None = None
+        try:
+            resource.close()
+        except Exception as exc:
+            error = exc
+        self.finished.set()
+        self._report(Closed(self.rid, error))

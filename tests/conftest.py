@@ -1,0 +1,43 @@
+"""Shared fixtures: every test ends with all actors stopped and no pool thread left."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pykka
+import pytest
+import structlog
+
+
+def pool_threads() -> list[threading.Thread]:
+    """Threads started by pooler_actors (they are all named ``pooler_actors:...``)."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("pooler_actors:") and t.is_alive()
+    ]
+
+
+def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.005) -> None:
+    """Wait until ``predicate()`` is true; fail the test after ``timeout`` s."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_actors_or_threads() -> Iterator[None]:
+    structlog.reset_defaults()
+    yield
+    pykka.ActorRegistry.stop_all(timeout=30)
+    deadline = time.monotonic() + 10
+    while pool_threads():
+        if time.monotonic() > deadline:
+            pytest.fail(f"pool threads left behind: {pool_threads()}")
+        time.sleep(0.005)
+    structlog.reset_defaults()
