@@ -8,7 +8,7 @@ from typing import Any
 
 import pykka
 import pytest
-from conftest import wait_for
+from conftest import pool_threads, wait_for
 
 from pooler_actors import (
     Acquire,
@@ -176,7 +176,7 @@ def test_factory_error_carries_key_and_cause(rec: Recorder) -> None:
 
 
 def test_factory_returning_non_reusable_is_factory_error() -> None:
-    with Pool(lambda: object()) as pool:
+    with Pool(object) as pool:
         with pytest.raises(FactoryError) as info:
             pool.acquire("k")
         assert isinstance(info.value.__cause__, TypeError)
@@ -563,8 +563,6 @@ def test_closed_pool(rec: Recorder) -> None:
 
 
 def test_pool_close_leaves_no_thread(rec: Recorder) -> None:
-    from conftest import pool_threads
-
     pool = Pool(rec, health_check_interval=0.01)
     for key in range(5):
         pool.acquire(key)

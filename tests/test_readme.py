@@ -1,0 +1,35 @@
+"""The Python snippets in README.md run, and print what their comments say."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_snippets_print_what_they_promise(tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) >= 2
+    source = "\n\n".join(blocks)
+    # Each `print(...)  # shown` line promises one line of output.
+    promised = re.findall(r"^\s*print\(.*\)  # (.+)$", source, re.M)
+    assert promised
+    script = tmp_path / "readme_snippets.py"
+    # Pool events go to stderr, so stdout holds only what the snippets print.
+    script.write_text(
+        "import sys, structlog\n"
+        "structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))\n"
+        + source
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=45,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == promised
