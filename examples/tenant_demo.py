@@ -5,8 +5,10 @@ the ``acme`` connection open, six client threads run real queries against the
 seven other tenants (so most of them queue for one of the two free slots),
 and the ``acme`` connection is broken behind the pool's back: the next health
 check finds ``SELECT 1`` failing, evicts it and hands its slot to a waiting
-client. Every pool event shows up in the structlog stream; a stats table ends
-the run.
+client. A last act shows the lifecycle policies: a refresh, a prewarm, idle
+connections closed by ``max_idle_time``, and a second pool whose connections
+are renewed by ``max_lifetime``. Every pool event shows up in the structlog
+stream; a stats table ends the run.
 
 Run it with ``make demo`` (or ``.venv/bin/python examples/tenant_demo.py``).
 """
@@ -32,6 +34,7 @@ CLIENTS = 6
 ROUNDS = 3  # how many times a client serves each of its tenants
 WORK_S = 0.15  # how long a client keeps a tenant busy per round (request handling)
 HEALTH_CHECK_INTERVAL = 0.5
+MAX_IDLE_TIME = 2.0  # a connection nobody asked for in 2 s is closed
 
 _started = time.monotonic()
 
@@ -129,6 +132,38 @@ def serve(
             pool.release(tenant)
 
 
+def lifecycle_act(pool: Pool[TenantDB], connect: Any) -> None:
+    """Refresh, prewarm, idle expiry, and lifetime renewal on a second pool."""
+    old = pool.acquire("acme")
+    pool.refresh("acme")  # a fresh connection replaces the old one
+    log.info("demo.refreshed", tenant="acme", fresh=pool.acquire("acme") is not old)
+
+    result = pool.prewarm(TENANTS)  # as far as the cap allows, never waits
+    log.info("demo.prewarmed", **{str(k): v for k, v in result.items()})
+
+    # Nobody asks for these now: max_idle_time closes them and frees the slots.
+    deadline = time.monotonic() + 10 * MAX_IDLE_TIME
+    while pool.stats().open_resources and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log.info("demo.idle_closed", open_resources=pool.stats().open_resources)
+
+    # A second pool whose connections live at most half a second.
+    with Pool(
+        connect, name="short-lived", max_lifetime=0.5, health_check_interval=None
+    ) as short:
+        first = short.acquire("globex")
+        deadline = time.monotonic() + 10
+        while short.contains("globex") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        renewed = short.acquire("globex")
+        log.info(
+            "demo.lifetime_renewed",
+            tenant="globex",
+            fresh=renewed is not first,
+            lifetime_expired=short.stats().lifetime_expired,
+        )
+
+
 def print_stats_table(snapshot: Stats) -> None:
     """Every field of a ``Stats`` snapshot, one per line, aligned."""
     stats = snapshot.as_dict()
@@ -156,6 +191,7 @@ def main() -> int:
             name="tenants",
             max_open_resources=MAX_OPEN,
             health_check_interval=HEALTH_CHECK_INTERVAL,
+            max_idle_time=MAX_IDLE_TIME,
         )
         with pool:
             # The main thread keeps acme's connection open: one slot taken.
@@ -180,6 +216,7 @@ def main() -> int:
 
             # Break acme's connection behind the pool's back: its ping fails.
             time.sleep(0.2)
+            pool.acquire("acme")  # a hit: acme counts as used, not idle
             log.warning("demo.break_connection", tenant="acme")
             with acme.lock:  # not in the middle of a health-check ping
                 acme.conn.close()
@@ -199,6 +236,7 @@ def main() -> int:
             [(count,)] = acme.query("SELECT COUNT(*) FROM orders")
             log.info("demo.reconnected", tenant="acme", orders=count)
 
+            lifecycle_act(pool, connect)
             stats = pool.stats()
             print_stats_table(stats)
         print()

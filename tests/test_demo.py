@@ -96,3 +96,23 @@ def test_demo_prints_every_stats_field(
     assert int(table["hits"]) >= 1
     assert table["health_evictions"] == "1"
     assert int(table["open_resources"]) <= 3
+
+
+def test_demo_shows_the_lifecycle_policies(
+    demo: subprocess.CompletedProcess[str],
+) -> None:
+    refreshed = events(demo.stdout, "demo.refreshed")
+    assert refreshed and "fresh=True" in refreshed[0]
+    assert events(demo.stdout, "pool.refresh")
+    prewarmed = events(demo.stdout, "demo.prewarmed")
+    assert prewarmed and "created" in prewarmed[0] and "not_created" in prewarmed[0]
+    idle = [
+        line
+        for line in events(demo.stdout, "pool.resource.expired")
+        if "reason=max_idle_time" in line
+    ]
+    assert idle
+    assert "open_resources=0" in events(demo.stdout, "demo.idle_closed")[0]
+    renewed = events(demo.stdout, "demo.lifetime_renewed")
+    assert renewed and "fresh=True" in renewed[0]
+    assert "lifetime_expired=1" in renewed[0]
