@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest bench soak clean
+.PHONY: demo test lint pytest docs bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ lint: $(STAMP)
 pytest: $(STAMP)
 	$(PY) -m pytest
 
-test: lint pytest
+test: lint pytest docs
+
+# The documentation site, built into site/; --strict fails on any warning.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
@@ -32,4 +36,4 @@ soak: $(STAMP)
 	$(PY) benchmarks/soak.py $(if $(SECONDS),--seconds $(SECONDS),)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache site

@@ -7,10 +7,11 @@ awaits ``acquire`` withdraws the caller from the wait queue.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
+
+from pykka.messages import _ActorStop
 
 from pooler_actors._future import PoolFuture
 from pooler_actors.messages import (
@@ -109,11 +110,16 @@ class AsyncPool(Generic[T]):
         return cast(bool, await self._ask(Refresh(key)))
 
     async def close(self) -> None:
-        """Close the pool; see :meth:`Pool.close`. Idempotent."""
-        future = self._ref.stop(block=False)
-        stop = cast(PoolFuture[Any], future)
-        # ActorRef.stop wraps the ask in a get-hook future; await its source.
-        await _await_hooked(stop)
+        """Close the pool; see :meth:`Pool.close`. Idempotent.
+
+        Awaits the supervisor's answer to its stop message directly (no
+        executor thread): the reply comes once every resource is closed and
+        every actor of the pool has stopped. A pool already closed answers at
+        once.
+        """
+        # ``ActorRef.stop(block=False)`` wraps the ask in a get-hook future
+        # that can only be waited on by blocking; ask for the stop ourselves.
+        await cast(PoolFuture[Any], self._ref.ask(_ActorStop(), block=False))
 
     async def __aenter__(self) -> Self:
         return self
@@ -125,7 +131,3 @@ class AsyncPool(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-
-async def _await_hooked(future: PoolFuture[Any]) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(None, future.get)
