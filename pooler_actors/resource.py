@@ -14,14 +14,20 @@ from typing import Any
 
 import pykka
 
+from pooler_actors._executor import Executor, ExecutorActor
 from pooler_actors._messages import Closed, Failed, Ping, PingResult, Ready
 from pooler_actors.protocols import Reusable
 
-__all__ = ["ResourceActor"]
+__all__ = [
+    "BaseResourceActor",
+    "ExecutorResourceActor",
+    "ResourceActor",
+    "ThreadResourceActor",
+]
 
 
-class ResourceActor(pykka.ThreadingActor):
-    """Holds one resource for the supervisor.
+class BaseResourceActor(pykka.Actor):
+    """Holds one resource for the supervisor (the runtime comes from a subclass).
 
     Its life: ``on_start`` runs the factory and reports ``Ready`` or
     ``Failed``; ``Ping`` messages run ``ping()``; stopping the actor (by the
@@ -29,9 +35,8 @@ class ResourceActor(pykka.ThreadingActor):
     and reports ``Closed``.
     """
 
-    # Daemon threads: a program that forgets to close its pool still exits;
-    # an atexit hook closes what is left (see supervisor.py).
-    use_daemon_thread = True
+    #: The actor's own thread, if its runtime has one (joined at pool close).
+    thread: threading.Thread | None = None
 
     def __init__(
         self,
@@ -42,8 +47,9 @@ class ResourceActor(pykka.ThreadingActor):
         pass_key: bool,
         *,
         pool_name: str = "pool",
+        executor: Executor | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(executor=executor)
         self.rid = rid
         self.key = key
         self._supervisor = supervisor
@@ -53,16 +59,6 @@ class ResourceActor(pykka.ThreadingActor):
         self._resource: Any = None
         #: Set once the resource is closed, or once it is known none exists.
         self.finished = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def _start_actor_loop(self) -> None:
-        # As pykka's, but keeps the thread so the supervisor can join it.
-        self.thread = threading.Thread(
-            target=self._actor_loop,
-            name=f"pooler_actors:{self._pool_name}:resource-{self.rid}",
-            daemon=True,
-        )
-        self.thread.start()
 
     def _report(self, message: object) -> None:
         # If the pool is gone, nothing waits for this report.
@@ -117,3 +113,32 @@ class ResourceActor(pykka.ThreadingActor):
             error = exc
         self.finished.set()
         self._report(Closed(self.rid, error))
+
+
+class ThreadResourceActor(BaseResourceActor, pykka.ThreadingActor):
+    """A resource actor with its own OS thread (pykka's ``ThreadingActor``)."""
+
+    # Daemon threads: a program that forgets to close its pool still exits;
+    # an atexit hook closes what is left (see supervisor.py).
+    use_daemon_thread = True
+
+    def _start_actor_loop(self) -> None:
+        # As pykka's, but keeps the thread so the supervisor can join it.
+        self.thread = threading.Thread(
+            target=self._actor_loop,
+            name=f"pooler_actors:{self._pool_name}:resource-{self.rid}",
+            daemon=True,
+        )
+        self.thread.start()
+
+
+class ExecutorResourceActor(BaseResourceActor, ExecutorActor):
+    """A resource actor run by the pool's shared :class:`Executor`: no own thread.
+
+    An idle resource costs no thread; a ``ping()`` or ``close()`` that hangs
+    holds one executor worker, and the executor grows past it.
+    """
+
+
+#: The resource actor type pools use (see docs/performance.md for the choice).
+ResourceActor = ExecutorResourceActor

@@ -34,6 +34,7 @@ import pykka
 from pykka._envelope import Envelope
 
 from pooler_actors._events import Events
+from pooler_actors._executor import Executor
 from pooler_actors._future import PoolFuture
 from pooler_actors._messages import (
     Closed,
@@ -64,7 +65,7 @@ from pooler_actors.messages import (
     Watch,
 )
 from pooler_actors.options import PoolOptions
-from pooler_actors.resource import ResourceActor
+from pooler_actors.resource import BaseResourceActor, ResourceActor
 from pooler_actors.stats import COUNTERS, Stats
 
 __all__ = ["PoolRef", "PoolSupervisor"]
@@ -99,7 +100,7 @@ class _Res:
 
     rid: int
     key: Hashable
-    actor: ResourceActor
+    actor: BaseResourceActor
     state: _State = _State.CREATING
     resource: Any = None
     created_at: float = 0.0
@@ -111,6 +112,7 @@ class _Res:
     close_reason: str = ""
     ping_seq: int | None = None
     in_map: bool = True  # the key map points at this resource
+    context: dict[str, Any] = field(default_factory=dict)  # the creating caller's
 
 
 @dataclass(eq=False)
@@ -234,6 +236,9 @@ class PoolSupervisor(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
+    #: The actor type of each resource (the benchmark swaps in the thread one).
+    resource_actor_type: type[BaseResourceActor] = ResourceActor
+
     def __init__(
         self,
         factory: Callable[..., Any],
@@ -269,6 +274,9 @@ class PoolSupervisor(pykka.ThreadingActor):
         self._closing = False
         self._ticker: _Ticker | None = None
         self._thread: threading.Thread | None = None
+        # Runs the resource actors' turns (factory, ping, close) when they
+        # are ExecutorActors; it starts no thread until a resource needs one.
+        self._executor = Executor(options.name)
 
         self._n: dict[str, int] = dict.fromkeys(
             (name for name in COUNTERS if name != "wait_duration"), 0
@@ -425,12 +433,15 @@ class PoolSupervisor(pykka.ThreadingActor):
                     "pool.resource.abandoned",
                     res.key,
                     reason="close did not return at pool close",
+                    rid=res.rid,
                     close_timeout=self.options.close_timeout,
                 )
                 continue
             thread = res.actor.thread
             if thread is not None:
                 thread.join(max(0.0, deadline - monotonic()))
+        # Idle workers exit now; those stuck in an abandoned close stay.
+        self._executor.shutdown(max(0.0, deadline - monotonic()))
         for res in self._live.values():
             for reply in res.close_replies:
                 reply.try_set(True)
@@ -466,7 +477,8 @@ class PoolSupervisor(pykka.ThreadingActor):
             key=msg.key,
             future=reply if reply is not None else PoolFuture(),
             start=now,
-            deadline=None if timeout is None else now + timeout,
+            # timeout=0 never queues, but a creation it starts or joins is awaited.
+            deadline=now + timeout if timeout else None,
             timeout=timeout,
             context=msg.context,
         )
@@ -512,18 +524,21 @@ class PoolSupervisor(pykka.ThreadingActor):
     def _create(self, key: Hashable, context: dict[str, Any] | None = None) -> _Res:
         """Start a resource actor for ``key``; it takes a slot at once."""
         rid = next(self._seq)
-        actor = ResourceActor(
+        actor = self.resource_actor_type(
             cast(PoolRef, self.actor_ref),
             rid,
             key,
             self._factory,
             self._pass_key,
             pool_name=self.name,
+            executor=self._executor,
         )
-        res = _Res(rid=rid, key=key, actor=actor, created_at=monotonic())
+        res = _Res(
+            rid=rid, key=key, actor=actor, created_at=monotonic(), context=context or {}
+        )
         self._entries[key] = res
         self._live[rid] = res
-        pykka.ActorRegistry.register(actor.actor_ref)
+        _register_before(actor.actor_ref, self.actor_ref)
         actor._start_actor_loop()
         timeout = self.options.create_timeout
         if timeout is not None:
@@ -545,11 +560,11 @@ class PoolSupervisor(pykka.ThreadingActor):
         """Answer one waiter; ``False`` if its caller already gave up."""
         future = waiter.future
         ok = future.try_fail(error) if error is not None else future.try_set(value)
-        if waiter.queued:
+        if waiter.queued and ok:  # one that gave up is counted in _on_withdraw
             waited = monotonic() - waiter.start
             self._wait_duration += waited
             self._max_wait = max(self._max_wait, waited)
-            if ok and error is None:
+            if error is None:
                 self._ev.debug(
                     "pool.acquire.granted", waiter.key, waiter.context, wait_s=waited
                 )
@@ -575,15 +590,12 @@ class PoolSupervisor(pykka.ThreadingActor):
             return
         self._n["timeouts"] += 1
         self._unqueue(waiter)
+        waited = monotonic() - waiter.start
         if waiter.queued:
-            waited = monotonic() - waiter.start
             self._wait_duration += waited
             self._max_wait = max(self._max_wait, waited)
-        self._ev.info(
-            "pool.acquire.withdrawn",
-            waiter.key,
-            waiter.context,
-            wait_s=monotonic() - waiter.start,
+        self._ev.warning(
+            "pool.acquire.withdrawn", waiter.key, waiter.context, wait_s=waited
         )
 
     def _unqueue(self, waiter: _Waiter) -> None:
@@ -623,7 +635,9 @@ class PoolSupervisor(pykka.ThreadingActor):
         for waiter in res.joiners:
             self._finish(waiter, msg.resource)
         res.joiners.clear()
-        self._ev.info("pool.acquire.created", res.key, created_s=now - res.created_at)
+        self._ev.info(
+            "pool.acquire.created", res.key, res.context, created_s=now - res.created_at
+        )
         if res.state is _State.CLOSING:
             # Released while being created: its callers got it; close it now.
             self._at(now + self.options.close_timeout, self._on_close_timeout, res)
@@ -651,7 +665,9 @@ class PoolSupervisor(pykka.ThreadingActor):
         res.joiners.clear()
         for reply in res.close_replies:
             reply.try_set(True)
-        self._ev.warning("pool.factory.failed", res.key, error=repr(msg.error))
+        self._ev.warning(
+            "pool.factory.failed", res.key, res.context, error=repr(msg.error)
+        )
         callbacks, res.on_created = res.on_created, []
         for callback in callbacks:
             callback(res, False)
@@ -675,10 +691,17 @@ class PoolSupervisor(pykka.ThreadingActor):
         for reply in res.close_replies:
             reply.try_set(True)
         _stop_actor(res)  # closes the resource if the factory ever returns
+        self._ev.warning(
+            "pool.factory.failed",
+            res.key,
+            res.context,
+            error=repr(TimeoutError(f"factory did not return within {timeout} s")),
+        )
         self._ev.error(
             "pool.resource.abandoned",
             res.key,
             reason="factory did not return",
+            rid=res.rid,
             create_timeout=timeout,
         )
         callbacks, res.on_created = res.on_created, []
@@ -696,6 +719,7 @@ class PoolSupervisor(pykka.ThreadingActor):
             for waiter in res.joiners:
                 self._finish(waiter, error=PoolClosedError(self.name))
             res.joiners.clear()
+            res.close_reason = "lost"
             self._ev.warning("pool.resource.lost", res.key)
         if msg.error is not None:
             self._n["close_errors"] += 1
@@ -714,6 +738,7 @@ class PoolSupervisor(pykka.ThreadingActor):
             "pool.resource.abandoned",
             res.key,
             reason="close did not return",
+            rid=res.rid,
             close_timeout=self.options.close_timeout,
         )
         for reply in res.close_replies:
@@ -872,7 +897,9 @@ class PoolSupervisor(pykka.ThreadingActor):
             sweep.outstanding.discard(rid)
         if not sweep.outstanding:
             self._sweep = None
-            self._ev.info(
+            # Routine checks stay at debug; one that evicted something is news.
+            emit = self._ev.info if sweep.evicted else self._ev.debug
+            emit(
                 "pool.health.finished",
                 pinged=sweep.pinged,
                 evicted=sweep.evicted,
@@ -920,7 +947,7 @@ class PoolSupervisor(pykka.ThreadingActor):
                 self._n["prewarmed"] += 1
             pending.discard(res.rid)
             if not pending:
-                self._ev.info("pool.prewarm.finished", results=dict(results))
+                self._ev.info("pool.prewarm.finished", results=_printable(results))
                 if reply is not None:
                     reply.try_set(results)
 
@@ -939,6 +966,7 @@ class PoolSupervisor(pykka.ThreadingActor):
             else:
                 results[key] = "not_created"
         if not pending:
+            self._ev.info("pool.prewarm.finished", results=_printable(results))
             return results
         return _DEFERRED
 
@@ -1004,6 +1032,30 @@ class PoolSupervisor(pykka.ThreadingActor):
             new.on_created.append(swapped)
 
         old.close_replies.append(_CallbackFuture(on_gone))
+
+
+def _register_before(ref: pykka.ActorRef[Any], supervisor: pykka.ActorRef[Any]) -> None:
+    """Register a resource actor in pykka's registry just before its supervisor.
+
+    ``ActorRegistry.stop_all()`` stops the newest actors first. Listed as older
+    than their supervisor, a pool's resource actors are stopped after it, so
+    the supervisor shuts its pool down in its own order: its waiters get
+    ``PoolClosedError`` instead of a fresh resource for the slot that
+    ``stop_all`` just freed by stopping a resource actor.
+    """
+    registry = pykka.ActorRegistry
+    with registry._actor_refs_lock:
+        refs = registry._actor_refs
+        for index in range(len(refs) - 1, -1, -1):
+            if refs[index] is supervisor:
+                refs.insert(index, ref)
+                return
+        refs.append(ref)  # the supervisor is stopping: it stops this actor itself
+
+
+def _printable(results: dict[Hashable, str]) -> dict[str, str]:
+    """Per-key results with string keys, so any renderer (JSON too) can log them."""
+    return {key if isinstance(key, str) else repr(key): v for key, v in results.items()}
 
 
 def _stop_actor(res: _Res) -> None:

@@ -156,9 +156,15 @@ def test_factory_gets_key_only_when_it_takes_one() -> None:
 def test_factory_runs_in_the_resource_actor_thread(rec: Recorder) -> None:
     with Pool(rec, name="threads") as pool:
         res = pool.acquire("a")
-        assert res.made_in.startswith("pooler_actors:threads:resource-")
+        # A thread of the pool's resource actors: not the caller's, not the
+        # supervisor's (a slow factory never blocks the supervisor).
+        assert res.made_in.startswith("pooler_actors:threads:")
+        assert res.made_in != threading.current_thread().name
+        assert res.made_in != "pooler_actors:threads:supervisor"
         pool.release("a")
-        assert rec.close_threads == [res.made_in]
+        [closed_in] = rec.close_threads
+        assert closed_in.startswith("pooler_actors:threads:")
+        assert closed_in != "pooler_actors:threads:supervisor"
 
 
 def test_factory_error_carries_key_and_cause(rec: Recorder) -> None:
