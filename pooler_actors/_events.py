@@ -15,7 +15,9 @@ filters out debug thus costs three identity checks and one level check.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -87,7 +89,7 @@ class Events:
                 self._reprobe()
         if not self._probe(_DEBUG):
             return
-        self._get().debug(event, **self._fields(key, context, fields))
+        self._emit("debug", event, key, context, fields)
 
     def debug_enabled(self) -> bool:
         """Whether a debug event would be emitted now."""
@@ -120,7 +122,7 @@ class Events:
         context: dict[str, Any] | None = None,
         **fields: Any,
     ) -> None:
-        self._get().info(event, **self._fields(key, context, fields))
+        self._emit("info", event, key, context, fields)
 
     def warning(
         self,
@@ -129,7 +131,7 @@ class Events:
         context: dict[str, Any] | None = None,
         **fields: Any,
     ) -> None:
-        self._get().warning(event, **self._fields(key, context, fields))
+        self._emit("warning", event, key, context, fields)
 
     def error(
         self,
@@ -138,7 +140,26 @@ class Events:
         context: dict[str, Any] | None = None,
         **fields: Any,
     ) -> None:
-        self._get().error(event, **self._fields(key, context, fields))
+        self._emit("error", event, key, context, fields)
+
+    def _emit(
+        self,
+        level: str,
+        event: str,
+        key: Hashable,
+        context: dict[str, Any] | None,
+        fields: dict[str, Any],
+    ) -> None:
+        # Logging is user code running in the supervisor's thread: a processor
+        # or renderer that raises must not stop the pool. Say so on stderr.
+        try:
+            getattr(self._get(), level)(event, **self._fields(key, context, fields))
+        except Exception as error:
+            with contextlib.suppress(Exception):
+                sys.stderr.write(
+                    f"pooler_actors: pool {self.pool!r} could not log {event!r}: "
+                    f"{error!r}\n"
+                )
 
     def _fields(
         self, key: Hashable, context: dict[str, Any] | None, fields: dict[str, Any]

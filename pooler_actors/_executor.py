@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import sys
 import threading
 from collections import deque
@@ -38,6 +39,8 @@ from pooler_actors._future import PoolFuture
 __all__ = ["Executor", "ExecutorActor"]
 
 Task = Callable[[], None]
+
+_yield: Callable[[], None] = getattr(os, "sched_yield", lambda: sleep(0))
 
 #: Messages one actor handles per turn before letting other actors run.
 _BATCH = 32
@@ -185,6 +188,13 @@ class Executor:
                     sys.excepthook(*sys.exc_info())
             task = None
             with lock:
+                task = self._backlog.popleft() if self._backlog else None
+            if task is not None:
+                # Work is queued, so other threads may be waiting for the GIL
+                # (a caller's acquire, the supervisor): let them run first.
+                _yield()
+                continue
+            with lock:
                 if self._backlog:
                     task = self._backlog.popleft()
                     continue
@@ -221,15 +231,20 @@ class Executor:
 class _Inbox:
     """An actor's mailbox: a deque, plus the flag saying a turn is scheduled."""
 
-    __slots__ = ("_actor", "_lock", "_messages", "_scheduled")
+    __slots__ = ("_actor", "_lock", "_messages", "_scheduled", "abandoned")
 
     def __init__(self) -> None:
         self._messages: deque[Envelope[Any]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
         self._actor: ExecutorActor | None = None
+        #: Set when the actor is written off as stuck: asks are answered at once.
+        self.abandoned = False
 
     def put(self, envelope: Envelope[Any], /) -> None:
+        if self.abandoned and envelope.reply_to is not None:
+            _answer_dead(envelope, self._actor)
+            return
         self._messages.append(envelope)
         self.schedule()
 
@@ -290,6 +305,17 @@ class ExecutorActor(pykka.Actor):
     def _create_future() -> PoolFuture[Any]:
         return PoolFuture()
 
+    def abandon(self) -> None:
+        """Write the actor off as stuck in user code: answer asks at once.
+
+        Messages already queued (a stop, say) still run if the stuck code ever
+        returns; a later ``ask`` — such as ``ActorRegistry.stop_all()``'s stop —
+        is answered immediately instead of waiting behind the stuck turn.
+        """
+        inbox = self.actor_inbox
+        assert isinstance(inbox, _Inbox)
+        inbox.abandoned = True
+
     def _start_actor_loop(self) -> None:
         inbox = self.actor_inbox
         assert isinstance(inbox, _Inbox)
@@ -348,18 +374,21 @@ class ExecutorActor(pykka.Actor):
                 envelope = self.actor_inbox.get()
             except IndexError:
                 return
-            reply = envelope.reply_to
-            if reply is None:
-                continue
-            if isinstance(envelope.message, messages._ActorStop):
-                reply.set(None)
-            else:
-                reply.set_exception(
-                    exc_info=(
-                        pykka.ActorDeadError,
-                        pykka.ActorDeadError(
-                            f"{self.actor_ref} stopped before handling the message"
-                        ),
-                        None,
-                    )
-                )
+            _answer_dead(envelope, self)
+
+
+def _answer_dead(envelope: Envelope[Any], actor: ExecutorActor | None) -> None:
+    """Answer an ask the actor will not handle: a stop succeeds, others fail."""
+    reply = envelope.reply_to
+    if reply is None:
+        return
+    if isinstance(envelope.message, messages._ActorStop):
+        reply.set(None)
+    else:
+        reply.set_exception(
+            exc_info=(
+                pykka.ActorDeadError,
+                pykka.ActorDeadError(f"{actor} stopped before handling the message"),
+                None,
+            )
+        )

@@ -124,6 +124,18 @@ class _Sweep:
     outstanding: set[int]
     pinged: int
     evicted: int = 0
+    unsent: list[_Res] = field(default_factory=list)  # not pinged yet
+
+
+@dataclass(frozen=True, slots=True)
+class _PingMore:
+    """Supervisor → itself: tell the next chunk of ``sweep``'s pings."""
+
+    sweep: _Sweep
+
+
+#: Pings told per supervisor message during a sweep (see ``_ping_some``).
+_PING_CHUNK = 64
 
 
 @dataclass(eq=False)
@@ -301,6 +313,7 @@ class PoolSupervisor(pykka.ThreadingActor):
             PingResult: self._on_ping_result,
             HealthTick: self._on_health_tick,
             Withdraw: self._on_withdraw,
+            _PingMore: self._on_ping_more,
         }
 
     def __repr__(self) -> str:
@@ -428,12 +441,9 @@ class PoolSupervisor(pykka.ThreadingActor):
         for res in list(self._live.values()):
             remaining = deadline - monotonic()
             if not res.actor.finished.wait(max(0.0, remaining)):
-                self._n["abandoned"] += 1
-                self._ev.error(
-                    "pool.resource.abandoned",
-                    res.key,
-                    reason="close did not return at pool close",
-                    rid=res.rid,
+                self._abandon(
+                    res,
+                    "close did not return at pool close",
                     close_timeout=self.options.close_timeout,
                 )
                 continue
@@ -681,7 +691,6 @@ class PoolSupervisor(pykka.ThreadingActor):
         del self._live[res.rid]
         self._unmap(res)
         self._n["factory_errors"] += 1
-        self._n["abandoned"] += 1
         timeout = self.options.create_timeout
         for waiter in res.joiners:
             error = FactoryError(waiter.key, "pool: factory timed out")
@@ -697,13 +706,7 @@ class PoolSupervisor(pykka.ThreadingActor):
             res.context,
             error=repr(TimeoutError(f"factory did not return within {timeout} s")),
         )
-        self._ev.error(
-            "pool.resource.abandoned",
-            res.key,
-            reason="factory did not return",
-            rid=res.rid,
-            create_timeout=timeout,
-        )
+        self._abandon(res, "factory did not return", create_timeout=timeout)
         callbacks, res.on_created = res.on_created, []
         for callback in callbacks:
             callback(res, False)
@@ -733,17 +736,27 @@ class PoolSupervisor(pykka.ThreadingActor):
         if self._live.get(res.rid) is not res:
             return
         del self._live[res.rid]
-        self._n["abandoned"] += 1
-        self._ev.error(
-            "pool.resource.abandoned",
-            res.key,
-            reason="close did not return",
-            rid=res.rid,
-            close_timeout=self.options.close_timeout,
+        self._abandon(
+            res, "close did not return", close_timeout=self.options.close_timeout
         )
         for reply in res.close_replies:
             reply.try_set(True)
         self._after_gone(res)
+
+    def _abandon(self, res: _Res, reason: str, **fields: Any) -> None:
+        """Give up on a resource whose actor is stuck in user code.
+
+        Its slot is freed by the caller. The actor is told to answer any later
+        ask at once (so ``ActorRegistry.stop_all()`` does not wait on it); its
+        resource is still closed if the stuck code ever returns.
+        """
+        self._n["abandoned"] += 1
+        self._ev.error(
+            "pool.resource.abandoned", res.key, reason=reason, rid=res.rid, **fields
+        )
+        abandon = getattr(res.actor, "abandon", None)
+        if abandon is not None:
+            abandon()
 
     def _after_gone(self, res: _Res) -> None:
         """A slot freed: finish release-all jobs and wake queued callers."""
@@ -851,14 +864,32 @@ class PoolSupervisor(pykka.ThreadingActor):
             self._ev.debug("pool.health.finished", pinged=0, evicted=0, took_s=0.0)
             return None
         self._sweep = sweep
-        ping = Ping(seq)
-        for res in targets:
-            res.ping_seq = seq
-            res.actor.actor_ref.tell(ping)
+        sweep.unsent = targets
+        self._ping_some(sweep)
         self._at(
             sweep.started + self.options.ping_timeout, self._on_ping_timeout, sweep
         )
         return None
+
+    def _ping_some(self, sweep: _Sweep) -> None:
+        """Tell the next chunk of a sweep's pings; queue a note to do the rest.
+
+        A sweep of many resources is told in chunks, each after the messages
+        that queued meanwhile: an acquire waits for one chunk, not them all.
+        """
+        unsent = sweep.unsent
+        chunk, sweep.unsent = unsent[:_PING_CHUNK], unsent[_PING_CHUNK:]
+        ping = Ping(sweep.seq)
+        for res in chunk:
+            if res.state is _State.OPEN and res.rid in sweep.outstanding:
+                res.ping_seq = sweep.seq
+                res.actor.actor_ref.tell(ping)
+        if sweep.unsent:
+            self.actor_ref.tell(_PingMore(sweep))
+
+    def _on_ping_more(self, msg: _PingMore, _reply: object) -> None:
+        if self._sweep is msg.sweep:
+            self._ping_some(msg.sweep)
 
     def _on_ping_result(self, msg: PingResult, _reply: object) -> None:
         res = self._live.get(msg.rid)

@@ -26,8 +26,11 @@ from pooler_actors import (
     AcquireTimeout,
     AsyncPool,
     FactoryError,
+    GetStats,
     Pool,
     PoolClosedError,
+    PoolOptions,
+    PoolSupervisor,
     TooManyWaiters,
 )
 from pooler_actors._messages import HealthTick
@@ -214,7 +217,10 @@ def test_factory_raising_does_not_stop_the_pool(lab_pool: Any) -> None:
 
 @pytest.mark.timeout(30)  # a hang guard, not a timing assertion
 @pytest.mark.parametrize("where", ["ping", "close", "factory"])
-def test_pool_close_returns_with_a_stuck_resource(lab_pool: Any, where: str) -> None:
+@pytest.mark.parametrize("how", ["pool_close", "stop_all"])
+def test_pool_close_returns_with_a_stuck_resource(
+    lab_pool: Any, where: str, how: str
+) -> None:
     plan = Plan(**{where: HANG})
     lab, pool = lab_pool(
         cap=2,
@@ -234,7 +240,13 @@ def test_pool_close_returns_with_a_stuck_resource(lab_pool: Any, where: str) -> 
             in_thread(lambda: pool.release("stuck"))
     wait_for(lambda: lab.hanging == 1)
 
-    pool.close()  # returns after about close_timeout despite the stuck actor
+    # Returns after about close_timeout despite the stuck actor. stop_all stops
+    # the supervisor first, which abandons the stuck actor; its own stop of that
+    # actor is then answered at once instead of waiting behind the stuck call.
+    if how == "pool_close":
+        pool.close()
+    else:
+        pykka.ActorRegistry.stop_all()
 
     assert pool.closed
     abandoned = lab.recorder.wait("pool.resource.abandoned")
@@ -322,47 +334,71 @@ def test_resource_actor_dying_frees_the_slot(lab_pool: Any) -> None:
     assert pool.stats().open_resources == 1
 
 
-class _FailingLogger:
-    """A logger whose processor breaks once, on a chosen event, in the supervisor."""
+class _Crash:
+    """A message only :class:`_CrashingSupervisor` knows: handling it raises."""
 
-    def __init__(self, lab: Lab, event: str) -> None:
-        self.lab = lab
-        self.event = event
-        self.raised = False
 
-    def _log(self, event: str, **fields: Any) -> None:
-        if event == self.event and not self.raised:
-            self.raised = True
-            raise RuntimeError("logging is broken")
-        self.lab.recorder.info(event, **fields)
+class _CrashingSupervisor(PoolSupervisor):
+    """A supervisor with a bug: told ``_Crash``, its handler raises."""
 
-    debug = info = warning = error = critical = _log
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _Crash):
+            raise RuntimeError("a bug in the supervisor")
+        return super().on_receive(message)
 
 
 def test_supervisor_failure_closes_resources_and_fails_waiters() -> None:
     lab = Lab(2)
-    logger = _FailingLogger(lab, "pool.health.started")
-    pool: Pool[Any] = Pool(
-        lab.factory, max_open_resources=2, health_check_interval=None, logger=logger
+    ref = _CrashingSupervisor.start(
+        lab.factory,
+        PoolOptions(max_open_resources=2, health_check_interval=None),
+        logger=lab.recorder,
     )
     try:
-        held = [pool.acquire("a"), pool.acquire("b")]
-        waiters = [in_thread(lambda k=k: pool.acquire(k)) for k in "cd"]
-        queued(pool, 2)
+        held = [ref.ask(Acquire("a")), ref.ask(Acquire("b"))]
+        waiters = [in_thread(lambda k=k: ref.ask(Acquire(k))) for k in "cd"]
+        wait_for(lambda: ref.ask(GetStats()).wait_count == 2)
 
-        pool.actor_ref.tell(HealthTick())  # the supervisor fails handling it
+        ref.tell(_Crash())  # the supervisor fails handling it
 
         for thread, out in waiters:
             thread.join(10)
             assert out and isinstance(out[0], PoolClosedError), out
         wait_for(lambda: not pool_threads())
         assert [r.closes for r in held] == [1, 1]
-        assert logger.raised
         with pytest.raises(PoolClosedError):
-            pool.acquire("a")
+            ref.ask(Acquire("a"))
     finally:
         lab.gate.set()
-        pool.close()
+        ref.stop()
+
+
+class _BrokenLogger:
+    """A logger that raises on every event, as a broken processor would."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _log(self, event: str, **fields: Any) -> None:
+        self.calls += 1
+        raise RuntimeError("logging is broken")
+
+    debug = info = warning = error = critical = _log
+
+
+def test_broken_logging_never_stops_the_pool(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logger = _BrokenLogger()
+    lab = Lab(2)
+    with Pool(lab.factory, max_open_resources=1, logger=logger) as pool:
+        first = pool.acquire("a")
+        assert pool.acquire("a") is first
+        assert pool.release("a") is True
+        assert pool.acquire("b") is not first
+        assert pool.stats().created == 2
+    assert logger.calls > 0
+    assert "logging is broken" in capsys.readouterr().err
 
 
 # --- shutdown paths -------------------------------------------------------------
