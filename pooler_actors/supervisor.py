@@ -906,12 +906,19 @@ class PoolSupervisor(pykka.ThreadingActor):
             return
         for rid in list(sweep.outstanding):
             res = self._live.get(rid)
-            if res is not None and res.state is _State.OPEN:
+            # Only a ping that was sent and not answered counts against its
+            # resource (a huge sweep's last chunks may not have gone out yet).
+            if (
+                res is not None
+                and res.state is _State.OPEN
+                and res.ping_seq == sweep.seq
+            ):
                 res.ping_seq = None
                 self._evict(
                     res, "ping_timeout", f"no answer in {self.options.ping_timeout} s"
                 )
         sweep.outstanding.clear()
+        sweep.unsent = []
         self._sweep_done(None)
 
     def _evict(self, res: _Res, reason: str, error: str) -> None:
