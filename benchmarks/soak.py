@@ -30,16 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from faults import Lab, Plan  # noqa: E402
+from faults import Lab, OpMix, Plan, random_op  # noqa: E402
 
 from pooler_actors import (  # noqa: E402
-    AcquireTimeout,
-    FactoryError,
     Pool,
     PoolClosedError,
-    TooManyWaiters,
 )
-from pooler_actors._messages import HealthTick  # noqa: E402
 
 CLIENTS = 32
 CAP = 16
@@ -61,37 +57,23 @@ class _Events:
     debug = info = warning = error = critical = _log
 
 
+#: Mostly acquires and releases, some health checks, rare release-alls.
+MIX = OpMix(
+    acquire=0.55,
+    release=0.85,
+    health=0.9,
+    release_all=0.91,
+    timeouts=(None, 0, 0.01, 0.1),
+    unhealthy=0.02,
+)
+
+
 def _client(
     pool: Pool[Any], seed: int, deadline: float, counts: Counter[str], errors: list[str]
 ) -> None:
     rng = random.Random(seed)
     while time.monotonic() < deadline:
-        op = rng.random()
-        key = rng.choice(KEYS)
-        try:
-            if op < 0.55:
-                res = pool.acquire(key, timeout=rng.choice([None, 0, 0.01, 0.1]))
-                if res.key != key:
-                    errors.append(f"acquire({key!r}) returned {res.key!r}")
-                if rng.random() < 0.02:
-                    res.unhealthy = True
-                    counts["unhealthy"] += 1
-            elif op < 0.85:
-                pool.release(key)
-            elif op < 0.9:
-                pool.actor_ref.tell(HealthTick())
-            elif op < 0.91:
-                pool.release_all()
-            else:
-                stats = pool.stats()
-                if stats.open_resources > CAP:
-                    errors.append(f"open_resources {stats.open_resources} > {CAP}")
-                pool.contains(key)
-            counts["ok"] += 1
-        except (AcquireTimeout, FactoryError, TooManyWaiters) as error:
-            counts[type(error).__name__] += 1
-        except Exception as error:  # anything else is a bug
-            errors.append(f"{type(error).__name__}: {error}")
+        random_op(pool, rng, keys=KEYS, cap=CAP, mix=MIX, counts=counts, errors=errors)
 
 
 def _releaser(lab: Lab, every: float, stop: threading.Event) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pooler_actors import AcquireTimeout, FactoryError, Pool, TooManyWaiters
+from pooler_actors._messages import HealthTick
 from pooler_actors.resource import BaseResourceActor
 
 OK = "ok"
@@ -236,3 +238,59 @@ class Lab:
         """Resources closed zero or several times: ``(key, closes)``."""
         with self.lock:
             return [(r.key, r.closes) for r in self.resources if r.closes != 1]
+
+
+@dataclass(frozen=True)
+class OpMix:
+    """How a random client splits its work: cumulative shares of each operation.
+
+    An operation is an acquire below ``acquire``, a release below ``release``,
+    a health check below ``health``, a release-all below ``release_all``, and
+    otherwise a stats/contains check of the cap.
+    """
+
+    acquire: float
+    release: float
+    health: float
+    release_all: float
+    timeouts: tuple[float | None, ...]
+    unhealthy: float  # the chance an acquired resource is made unhealthy
+
+
+def random_op(
+    pool: Pool[Any],
+    rng: random.Random,
+    *,
+    keys: list[str],
+    cap: int,
+    mix: OpMix,
+    counts: Counter[str],
+    errors: list[str],
+) -> None:
+    """One random client operation; expected failures are counted, bugs listed."""
+    op = rng.random()
+    key = rng.choice(keys)
+    try:
+        if op < mix.acquire:
+            res = pool.acquire(key, timeout=rng.choice(mix.timeouts))
+            if res.key != key:
+                errors.append(f"acquire({key!r}) returned {res.key!r}")
+            if rng.random() < mix.unhealthy:
+                res.unhealthy = True
+                counts["unhealthy"] += 1
+        elif op < mix.release:
+            pool.release(key)
+        elif op < mix.health:
+            pool.actor_ref.tell(HealthTick())
+        elif op < mix.release_all:
+            pool.release_all()
+        else:
+            stats = pool.stats()
+            if stats.open_resources > cap:
+                errors.append(f"open_resources {stats.open_resources} > {cap}")
+            pool.contains(key)
+        counts["ok"] += 1
+    except (AcquireTimeout, FactoryError, TooManyWaiters) as error:
+        counts[type(error).__name__] += 1
+    except Exception as error:  # anything else is a bug
+        errors.append(f"{type(error).__name__}: {error}")

@@ -19,16 +19,12 @@ from typing import Any
 
 import pytest
 from conftest import pool_threads, wait_for
-from faults import Lab, Plan
+from faults import Lab, OpMix, Plan, random_op
 
 from pooler_actors import (
-    AcquireTimeout,
-    FactoryError,
     Pool,
     PoolClosedError,
-    TooManyWaiters,
 )
-from pooler_actors._messages import HealthTick
 
 CAP = 4
 KEYS = [f"k{i}" for i in range(8)]
@@ -40,37 +36,23 @@ _env_seed = os.environ.get("POOLER_FAULT_SEED")
 SEEDS = [int(_env_seed)] if _env_seed else [1, 2, 3]
 
 
+#: Faults are frequent here: a tenth of acquired resources turn unhealthy.
+MIX = OpMix(
+    acquire=0.45,
+    release=0.75,
+    health=0.85,
+    release_all=0.9,
+    timeouts=(0, 0.01, 0.05, 0.2),
+    unhealthy=0.1,
+)
+
+
 def _client(
     pool: Pool[Any], seed: int, errors: list[str], counts: Counter[str]
 ) -> None:
     rng = random.Random(seed)
     for _ in range(OPS_PER_THREAD):
-        op = rng.random()
-        key = rng.choice(KEYS)
-        try:
-            if op < 0.45:
-                timeout = rng.choice([0, 0.01, 0.05, 0.2])
-                res = pool.acquire(key, timeout=timeout)
-                if res.key != key:
-                    errors.append(f"acquire({key!r}) returned {res.key!r}")
-                if rng.random() < 0.1:
-                    res.unhealthy = True
-            elif op < 0.75:
-                pool.release(key)
-            elif op < 0.85:
-                pool.actor_ref.tell(HealthTick())
-            elif op < 0.9:
-                pool.release_all()
-            else:
-                stats = pool.stats()
-                if stats.open_resources > CAP:
-                    errors.append(f"open_resources {stats.open_resources} > cap")
-                pool.contains(key)
-            counts["ok"] += 1
-        except (AcquireTimeout, FactoryError, TooManyWaiters) as error:
-            counts[type(error).__name__] += 1
-        except Exception as error:  # anything else is a bug
-            errors.append(f"{type(error).__name__}: {error}")
+        random_op(pool, rng, keys=KEYS, cap=CAP, mix=MIX, counts=counts, errors=errors)
 
 
 @pytest.mark.timeout(60)  # a hang guard
