@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from faults import Lab, OpMix, Plan, random_op  # noqa: E402
+from faults import Lab, OpMix, random_op, seeded_plans  # noqa: E402
 
 from pooler_actors import (  # noqa: E402
     Pool,
@@ -89,14 +88,7 @@ def _pool_threads() -> list[threading.Thread]:
 
 def run(seconds: float, seed: int, hang: float) -> dict[str, Any]:
     """Run the soak; return its figures."""
-    plan_rng = random.Random(seed)
-    plan_lock = threading.Lock()
-
-    def plans(_key: Hashable, _n: int) -> Plan:
-        with plan_lock:
-            return Plan.random(plan_rng, WEIGHTS)
-
-    lab = Lab(CAP, plans)
+    lab = Lab(CAP, seeded_plans(seed, WEIGHTS))
     events = _Events(lab)
     pool: Pool[Any] = Pool(
         lab.factory,

@@ -294,3 +294,17 @@ def random_op(
         counts[type(error).__name__] += 1
     except Exception as error:  # anything else is a bug
         errors.append(f"{type(error).__name__}: {error}")
+
+
+def seeded_plans(
+    seed: int, weights: tuple[int, int, int]
+) -> Callable[[Hashable, int], Plan]:
+    """A ``Lab`` plan source: each new resource's behaviour drawn from ``seed``."""
+    rng = random.Random(seed)
+    lock = threading.Lock()  # factories run on several pool threads at once
+
+    def plans(_key: Hashable, _n: int) -> Plan:
+        with lock:
+            return Plan.random(rng, weights)
+
+    return plans

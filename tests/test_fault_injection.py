@@ -14,12 +14,11 @@ import os
 import random
 import threading
 from collections import Counter
-from collections.abc import Hashable
 from typing import Any
 
 import pytest
 from conftest import pool_threads, wait_for
-from faults import Lab, OpMix, Plan, random_op
+from faults import Lab, OpMix, random_op, seeded_plans
 
 from pooler_actors import (
     Pool,
@@ -58,14 +57,7 @@ def _client(
 @pytest.mark.timeout(60)  # a hang guard
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_faults_keep_every_invariant(seed: int) -> None:
-    plan_rng = random.Random(seed)
-    plan_lock = threading.Lock()
-
-    def plans(_key: Hashable, _n: int) -> Plan:
-        with plan_lock:
-            return Plan.random(plan_rng, WEIGHTS)
-
-    lab = Lab(CAP, plans)
+    lab = Lab(CAP, seeded_plans(seed, WEIGHTS))
     pool: Pool[Any] = Pool(
         lab.factory,
         max_open_resources=CAP,
