@@ -7,20 +7,13 @@ Output:
 
 from __future__ import annotations
 
-import sys
 import time
 
-import structlog
-from worker import Worker, worker_factory
-
-from pooler_actors import Pool
-
-# Pool lifecycle events go to stderr, so stdout shows only the example's output.
-structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+from worker import new_worker_pool
 
 
 def main() -> None:
-    with Pool[Worker](worker_factory, health_check_interval=1.0) as p:
+    with new_worker_pool(health_check_interval=1.0) as p:
         worker = p.acquire("key1")
 
         # Initial stats. Go takes them just after closing the worker; taking

@@ -10,21 +10,14 @@ Output:
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
-import structlog
-from worker import Worker, worker_factory
-
-from pooler_actors import Pool
-
-# Pool lifecycle events go to stderr, so stdout shows only the example's output.
-structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+from worker import new_worker_pool
 
 
 def main() -> None:
-    with Pool[Worker](worker_factory, max_open_resources=1) as p:
+    with new_worker_pool(max_open_resources=1) as p:
         p.acquire("key1")
 
         t = threading.Thread(target=p.acquire, args=("key2",))

@@ -7,19 +7,13 @@ Output:
 
 from __future__ import annotations
 
-import sys
+from worker import new_worker_pool
 
-import structlog
-from worker import Worker, worker_factory
-
-from pooler_actors import FactoryError, Pool
-
-# Pool lifecycle events go to stderr, so stdout shows only the example's output.
-structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+from pooler_actors import FactoryError
 
 
 def main() -> None:
-    with Pool[Worker](worker_factory) as p:
+    with new_worker_pool() as p:
         try:
             resource = p.acquire("key1")
         except FactoryError as error:

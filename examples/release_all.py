@@ -7,19 +7,11 @@ Output:
 
 from __future__ import annotations
 
-import sys
-
-import structlog
-from worker import Worker, worker_factory
-
-from pooler_actors import Pool
-
-# Pool lifecycle events go to stderr, so stdout shows only the example's output.
-structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+from worker import new_worker_pool
 
 
 def main() -> None:
-    with Pool[Worker](worker_factory) as p:
+    with new_worker_pool() as p:
         for i in range(3):
             p.acquire(f"key{i}")
 

@@ -5,7 +5,16 @@ Its ``repr`` stands in for Go's ``%+v``: ``Worker(closed=False)``.
 
 from __future__ import annotations
 
+import sys
 import threading
+from typing import Any
+
+import structlog
+
+from pooler_actors import Pool
+
+# Pool lifecycle events go to stderr, so stdout shows only the example's output.
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
 class Worker:
@@ -35,3 +44,8 @@ class Worker:
 def worker_factory() -> Worker:
     """Create a new Worker (the Go ``WorkerFactory``)."""
     return Worker()
+
+
+def new_worker_pool(**options: Any) -> Pool[Worker]:
+    """A pool of Workers (the Go ``NewWorkerPool``); options as ``PoolOptions``."""
+    return Pool[Worker](worker_factory, **options)
