@@ -5,13 +5,12 @@
 from __future__ import annotations
 
 import queue
-import threading
-from collections.abc import Hashable
 from typing import Any
 
 import pykka
 import pytest
 from conftest import wait_for
+from resources import Factory
 
 from pooler_actors import (
     Acquire,
@@ -24,30 +23,6 @@ from pooler_actors import (
     Unwatch,
     Watch,
 )
-
-
-class Res:
-    def __init__(self, key: Hashable) -> None:
-        self.key = key
-        self.closes = 0
-
-    def close(self) -> None:
-        self.closes += 1
-
-    def ping(self) -> None:
-        pass
-
-
-class Factory:
-    def __init__(self) -> None:
-        self.made: list[Res] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, key: Hashable) -> Res:
-        res = Res(key)
-        with self._lock:
-            self.made.append(res)
-        return res
 
 
 class Boom:

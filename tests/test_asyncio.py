@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import pykka
 import pytest
+from resources import Factory, Res
 
 from pooler_actors import (
     AcquireTimeout,
@@ -26,37 +27,6 @@ from pooler_actors import (
 )
 
 T = TypeVar("T")
-
-
-class Res:
-    """A test resource that records how often it was closed."""
-
-    def __init__(self, key: Hashable) -> None:
-        self.key = key
-        self.closes = 0
-
-    def close(self) -> None:
-        self.closes += 1
-
-    def ping(self) -> None:
-        pass
-
-
-class Factory:
-    """A factory that logs every key it was called for and keeps what it made."""
-
-    def __init__(self, fail: set[Hashable] | None = None) -> None:
-        self.calls: list[Hashable] = []
-        self.made: list[Res] = []
-        self.fail = fail or set()
-
-    def __call__(self, key: Hashable) -> Res:
-        self.calls.append(key)
-        if key in self.fail:
-            raise ConnectionError(f"cannot open {key!r}")
-        res = Res(key)
-        self.made.append(res)
-        return res
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
