@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import Any
+
+from pooler_actors import PoolSupervisor
 
 
 class Res:
@@ -38,3 +41,16 @@ class Factory:
         res = Res(key)
         self.made.append(res)
         return res
+
+
+class Crash:
+    """A test-only message that makes :class:`CrashingSupervisor` raise."""
+
+
+class CrashingSupervisor(PoolSupervisor):
+    """A supervisor with a bug: told ``Crash``, its handler raises (and it fails)."""
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Crash):
+            raise RuntimeError("a bug in the supervisor")
+        return super().on_receive(message)

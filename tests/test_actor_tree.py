@@ -10,7 +10,7 @@ from typing import Any
 import pykka
 import pytest
 from conftest import wait_for
-from resources import Factory
+from resources import Crash, CrashingSupervisor, Factory
 
 from pooler_actors import (
     Acquire,
@@ -23,19 +23,6 @@ from pooler_actors import (
     Unwatch,
     Watch,
 )
-
-
-class Boom:
-    """A test-only message that makes :class:`FailingSupervisor` raise."""
-
-
-class FailingSupervisor(PoolSupervisor):
-    """A supervisor whose handler raises on ``Boom``: told, that fails it."""
-
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Boom):
-            raise RuntimeError("boom")
-        return super().on_receive(message)
 
 
 class Recorder(pykka.ThreadingActor):
@@ -103,7 +90,7 @@ class App(pykka.ThreadingActor):
             case ("get", key):
                 return self.pool.ask(Acquire(key, timeout=10))
             case "crash":
-                self.pool.tell(Boom())
+                self.pool.tell(Crash())
             case "pool":
                 return self.pool
         return None
@@ -142,9 +129,9 @@ def test_unwatch_stops_the_notices() -> None:
 
 def test_error_in_an_asked_handler_goes_to_the_caller_only() -> None:
     factory = Factory()
-    pool = FailingSupervisor.start(factory, options())
-    with pytest.raises(RuntimeError, match="boom"):
-        pool.ask(Boom())
+    pool = CrashingSupervisor.start(factory, options())
+    with pytest.raises(RuntimeError, match="a bug"):
+        pool.ask(Crash())
     assert pool.is_alive()
     assert pool.ask(Acquire("a")).key == "a"
     pool.stop()
@@ -153,20 +140,20 @@ def test_error_in_an_asked_handler_goes_to_the_caller_only() -> None:
 def test_failed_supervisor_closes_resources_fails_waiters_and_tells_watchers() -> None:
     factory = Factory()
     recorder = Recorder.start()
-    pool = FailingSupervisor.start(factory, options(max_open_resources=1, name="f"))
+    pool = CrashingSupervisor.start(factory, options(max_open_resources=1, name="f"))
     pool.tell(Watch(recorder))
     held = pool.ask(Acquire("held"))
     waiting = pool.ask(Acquire("queued"), block=False)
     wait_for(lambda: pool.ask(GetStats()).wait_count == 1)
 
-    pool.tell(Boom())  # told, not asked: the supervisor fails
+    pool.tell(Crash())  # told, not asked: the supervisor fails
 
     with pytest.raises(PoolClosedError):
         waiting.get(timeout=10)
     notice = recorder.proxy().inbox.get().get(timeout=10)
     assert notice.name == "f"
     assert notice.reason.startswith("failed: ")
-    assert "boom" in notice.reason
+    assert "a bug in the supervisor" in notice.reason
     assert held.closes == 1
     assert [r.key for r in factory.made] == ["held"]
     wait_for(lambda: not pool.is_alive())
@@ -194,7 +181,7 @@ def test_app_actor_asks_its_pool_and_stops_it_on_stop() -> None:
 def test_app_actor_restarts_its_pool_after_a_failure() -> None:
     factory = Factory()
     events: queue.Queue[tuple[str, str]] = queue.Queue()
-    app = App.start(factory, events, FailingSupervisor)
+    app = App.start(factory, events, CrashingSupervisor)
     first = app.ask(("get", "a"))
     old_pool = app.ask("pool")
 

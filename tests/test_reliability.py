@@ -20,6 +20,7 @@ import pykka
 import pytest
 from conftest import pool_threads, wait_for
 from faults import HANG, RAISE, Boom, Lab, Plan
+from resources import Crash, CrashingSupervisor
 
 from pooler_actors import (
     Acquire,
@@ -30,7 +31,6 @@ from pooler_actors import (
     Pool,
     PoolClosedError,
     PoolOptions,
-    PoolSupervisor,
     TooManyWaiters,
 )
 from pooler_actors._messages import HealthTick
@@ -334,22 +334,9 @@ def test_resource_actor_dying_frees_the_slot(lab_pool: Any) -> None:
     assert pool.stats().open_resources == 1
 
 
-class _Crash:
-    """A message only :class:`_CrashingSupervisor` knows: handling it raises."""
-
-
-class _CrashingSupervisor(PoolSupervisor):
-    """A supervisor with a bug: told ``_Crash``, its handler raises."""
-
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, _Crash):
-            raise RuntimeError("a bug in the supervisor")
-        return super().on_receive(message)
-
-
 def test_supervisor_failure_closes_resources_and_fails_waiters() -> None:
     lab = Lab(2)
-    ref = _CrashingSupervisor.start(
+    ref = CrashingSupervisor.start(
         lab.factory,
         PoolOptions(max_open_resources=2, health_check_interval=None),
         logger=lab.recorder,
@@ -359,7 +346,7 @@ def test_supervisor_failure_closes_resources_and_fails_waiters() -> None:
         waiters = [in_thread(lambda k=k: ref.ask(Acquire(k))) for k in "cd"]
         wait_for(lambda: ref.ask(GetStats()).wait_count == 2)
 
-        ref.tell(_Crash())  # the supervisor fails handling it
+        ref.tell(Crash())  # the supervisor fails handling it
 
         for thread, out in waiters:
             thread.join(10)
