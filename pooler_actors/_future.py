@@ -14,6 +14,7 @@ import contextlib
 import queue
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -140,7 +141,7 @@ class PoolFuture(pykka.Future[T]):
         self._done.release()
         if callbacks:
             for fn in callbacks:
-                fn(self)
+                _run_callback(fn, self)
         return True
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -149,7 +150,11 @@ class PoolFuture(pykka.Future[T]):
         waiter: asyncio.Future[None] = loop.create_future()
 
         def wake(_: PoolFuture[T]) -> None:
-            loop.call_soon_threadsafe(_resolve, waiter)
+            # The caller's loop may be closed by now (a task never awaited to
+            # the end): nobody is left to wake.
+            if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_resolve, waiter)
 
         self.add_done_callback(wake)
         try:
@@ -160,6 +165,24 @@ class PoolFuture(pykka.Future[T]):
         return self.get(timeout=0)
 
     __iter__ = __await__
+
+
+def _run_callback(
+    fn: Callable[[PoolFuture[Any]], None], future: PoolFuture[Any]
+) -> None:
+    """Run a done-callback; one that raises must not hurt the settling thread.
+
+    Futures are settled in the supervisor's thread: an exception escaping a
+    caller's callback would otherwise stop the pool for everyone.
+    """
+    try:
+        fn(future)
+    except Exception:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(
+                f"pooler_actors: a done-callback of {future!r} raised:\n"
+                + traceback.format_exc()
+            )
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

@@ -70,7 +70,7 @@ class Stats:
     prewarmed: int = 0
     """Resources created by ``Prewarm``."""
     refreshed: int = 0
-    """Resources replaced by ``Refresh``."""
+    """``Refresh`` requests of an open key (counted when they start)."""
 
     @property
     def waiting(self) -> int:

@@ -282,6 +282,8 @@ class PoolSupervisor(pykka.ThreadingActor):
         self._seq = itertools.count(1)
         self._sweep: _Sweep | None = None
         self._release_jobs: list[_ReleaseAllJob] = []
+        # Keys being refreshed at the cap: key -> the old resource now closing.
+        self._refreshing: dict[Hashable, _Res] = {}
         self._watchers: list[pykka.ActorRef[Any]] = []
         self._closing = False
         self._ticker: _Ticker | None = None
@@ -347,7 +349,7 @@ class PoolSupervisor(pykka.ThreadingActor):
             if timers:
                 delay = timers[0][0] - monotonic()
                 if delay <= 0:
-                    self._run_due_timers()
+                    self._fire_timers()
                     continue
                 try:
                     envelope = inbox.get(timeout=delay)
@@ -389,6 +391,17 @@ class PoolSupervisor(pykka.ThreadingActor):
 
     def _at(self, when: float, fn: Callable[..., None], *args: Any) -> None:
         heapq.heappush(self._timers, (when, next(self._seq), fn, args))
+
+    def _fire_timers(self) -> None:
+        """Run due timers; an exception is a supervisor failure, as in a handler."""
+        try:
+            self._run_due_timers()
+        except Exception:
+            self._handle_failure(*sys.exc_info())
+            self.on_failure(*sys.exc_info())
+        except BaseException:
+            self._stop()
+            pykka.ActorRegistry.stop_all()
 
     def _run_due_timers(self) -> None:
         now = monotonic()
@@ -481,6 +494,11 @@ class PoolSupervisor(pykka.ThreadingActor):
             return res.resource
         if self._closing:
             raise PoolClosedError(self.name)
+        if reply is not None and not reply.pending:
+            # The caller gave up before this message was read: it must not get
+            # a creation or a place in the queue (its Withdraw finds nothing).
+            self._n["timeouts"] += 1
+            return _DEFERRED
         now = monotonic()
         timeout = msg.timeout
         waiter = _Waiter(
@@ -674,7 +692,7 @@ class PoolSupervisor(pykka.ThreadingActor):
             self._finish(waiter, error=error)
         res.joiners.clear()
         for reply in res.close_replies:
-            reply.try_set(True)
+            reply.try_set(False)  # released while being created: nothing opened
         self._ev.warning(
             "pool.factory.failed", res.key, res.context, error=repr(msg.error)
         )
@@ -723,6 +741,9 @@ class PoolSupervisor(pykka.ThreadingActor):
                 self._finish(waiter, error=PoolClosedError(self.name))
             res.joiners.clear()
             res.close_reason = "lost"
+            callbacks, res.on_created = res.on_created, []
+            for callback in callbacks:
+                callback(res, False)
             self._ev.warning("pool.resource.lost", res.key)
         if msg.error is not None:
             self._n["close_errors"] += 1
@@ -795,7 +816,11 @@ class PoolSupervisor(pykka.ThreadingActor):
     def _on_release(self, msg: Release, reply: PoolFuture[Any] | None) -> Any:
         res = self._entries.get(msg.key)
         if res is None:
-            return False
+            # A key refreshed at the cap has no resource mapped while the old
+            # one closes: releasing it cancels the refresh.
+            res = self._refreshing.pop(msg.key, None)
+            if res is None:
+                return False
         self._n["releases"] += 1
         self._begin_close(res, "released")
         self._ev.info("pool.release", msg.key)
@@ -809,6 +834,11 @@ class PoolSupervisor(pykka.ThreadingActor):
         self._n["releases"] += count
         for res in list(self._entries.values()):
             self._begin_close(res, "released")
+        # Refreshes in flight are cancelled: no resource may outlive this reply.
+        self._refreshing.clear()
+        for res in list(self._live.values()):
+            if res.state is _State.CREATING and not res.in_map:
+                self._begin_close(res, "released")
         self._ev.info("pool.release_all", released=count)
         rids = set(self._live)
         if not rids:
@@ -1009,30 +1039,33 @@ class PoolSupervisor(pykka.ThreadingActor):
         return _DEFERRED
 
     def _on_refresh(self, msg: Refresh, reply: PoolFuture[Any] | None) -> Any:
-        old = self._entries.get(msg.key)
+        key = msg.key
+        old = self._entries.get(key)
         if old is None or old.state is not _State.OPEN:
             return False
         if self._closing:
             raise PoolClosedError(self.name)
         self._n["refreshed"] += 1
-        self._ev.info("pool.refresh", msg.key)
+        self._ev.info("pool.refresh", key)
 
-        def swapped(res: _Res, ok: bool) -> None:
+        def answer(ok: bool) -> None:
             if reply is not None:
                 reply.try_set(ok)
 
         if len(self._live) < self._cap:
             # Below the cap the old one keeps serving until the new one is ready.
-            new = self._create_replacement(old)
-            new.on_created.append(swapped)
+            self._create_replacement(old, answer)
         else:
-            # At the cap: close first; callers of the key join the new creation,
-            # which starts the moment the old one's slot frees.
+            # At the cap: close first; the new creation starts the moment the
+            # old one's slot frees, before any queued caller can take it.
+            self._refreshing[key] = old
             self._begin_close(old, "refreshed")
-            self._replace_after_close(old, swapped)
+            old.close_replies.append(
+                _CallbackFuture(lambda: self._refresh_after_close(old, answer))
+            )
         return _DEFERRED
 
-    def _create_replacement(self, old: _Res) -> _Res:
+    def _create_replacement(self, old: _Res, answer: Callable[[bool], None]) -> None:
         """Create a new resource for ``old.key`` that takes over when ready."""
         key = old.key
         # _create maps the key to the new resource; keep the old one mapped
@@ -1042,34 +1075,36 @@ class PoolSupervisor(pykka.ThreadingActor):
         new.in_map = False
 
         def take_over(res: _Res, ok: bool) -> None:
-            if not ok:
+            if not ok:  # the factory failed: the old one keeps serving
+                answer(False)
                 return
-            if self._entries.get(key) is old:
+            current = self._entries.get(key)
+            if current is old:
                 self._begin_close(old, "refreshed")
-                self._entries[key] = new
-                new.in_map = True
-            else:  # released or replaced meanwhile: this one is not wanted
+            elif current is not None or old.close_reason == "released":
+                # Released meanwhile, or opened anew: this one is not wanted.
                 self._begin_close(new, "released")
+                answer(False)
+                return
+            # The old one is swapped out, or was evicted or expired meanwhile.
+            self._entries[key] = new
+            new.in_map = True
+            answer(True)
 
-        new.on_created.insert(0, take_over)
-        return new
+        new.on_created.append(take_over)
 
-    def _replace_after_close(
-        self, old: _Res, swapped: Callable[[_Res, bool], None]
-    ) -> None:
+    def _refresh_after_close(self, old: _Res, answer: Callable[[bool], None]) -> None:
+        """The old resource of a refresh at the cap is gone: create the new one."""
         key = old.key
-
-        def on_gone() -> None:
-            if self._closing:
-                swapped(old, False)
-                return
-            if key in self._entries:  # someone opened the key meanwhile
-                swapped(self._entries[key], True)
-                return
-            new = self._create(key)
-            new.on_created.append(swapped)
-
-        old.close_replies.append(_CallbackFuture(on_gone))
+        if self._refreshing.get(key) is not old or self._closing:
+            answer(False)  # released (or the pool closed) while it was closing
+            return
+        del self._refreshing[key]
+        if key in self._entries:  # someone opened the key meanwhile
+            answer(True)
+            return
+        new = self._create(key)
+        new.on_created.append(lambda _res, ok: answer(ok))
 
 
 def _register_before(ref: pykka.ActorRef[Any], supervisor: pykka.ActorRef[Any]) -> None:

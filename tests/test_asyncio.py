@@ -15,12 +15,16 @@ from typing import Any, TypeVar
 
 import pykka
 import pytest
+from conftest import wait_for
 from resources import Factory, Res
 
 from pooler_actors import (
+    Acquire,
     AcquireTimeout,
     AsyncPool,
+    Contains,
     FactoryError,
+    GetStats,
     PoolClosedError,
     Release,
     TooManyWaiters,
@@ -494,3 +498,23 @@ def test_ask_after_actor_stopped_by_registry_fails_fast() -> None:
         await pool.close()  # still idempotent after an outside stop
 
     run(main())
+
+
+def test_a_closed_event_loop_never_stops_the_pool() -> None:
+    # A task queued in the pool whose event loop is closed without cancelling
+    # it: when its slot comes, waking that loop fails, and the pool carries on.
+    factory = Factory()
+    pool = new_pool(factory, max_open_resources=1)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(pool.acquire("a"))
+        task = loop.create_task(pool.acquire("b"))
+        loop.run_until_complete(asyncio.sleep(0))  # the task sends its Acquire
+        wait_for(lambda: pool.actor_ref.ask(GetStats()).wait_count == 1)
+    finally:
+        loop.close()
+    del task
+    assert pool.actor_ref.ask(Release("a")) is True  # grants "b": the wake fails
+    wait_for(lambda: pool.actor_ref.ask(Contains("b")))
+    assert pool.actor_ref.ask(Acquire("b")).key == "b"  # the supervisor serves
+    run(pool.close())

@@ -11,6 +11,7 @@ import pykka
 import pytest
 from conftest import pool_threads, wait_for
 
+from pooler_actors import _executor
 from pooler_actors._executor import Executor, ExecutorActor
 
 
@@ -159,3 +160,34 @@ def test_shutdown_retires_idle_workers_and_later_work_still_runs(
     assert executor.worker_count == 0
     assert ref.ask("after shutdown", timeout=10) == "after shutdown"
     wait_for(lambda: executor.worker_count == 0)
+
+
+def test_message_put_just_before_unschedule_is_not_stranded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A sender's put that lands after a turn's last look at the mailbox, just
+    # before the turn ends, must still be handled (no lost wake-up).
+    executor = Executor("race")
+    seen: list[Any] = []
+
+    class Echo(ExecutorActor):
+        def __init__(self) -> None:
+            super().__init__(executor=executor)
+
+        def on_receive(self, message: Any) -> Any:
+            seen.append(message)
+
+    ref = Echo.start()
+    inject: list[Any] = ["late"]
+    original = _executor._Inbox.unschedule
+
+    def racy(self: Any) -> bool:
+        while inject:
+            ref.tell(inject.pop())
+        return original(self)
+
+    monkeypatch.setattr(_executor._Inbox, "unschedule", racy)
+    ref.tell("first")
+    wait_for(lambda: seen == ["first", "late"], timeout=10)
+    ref.stop()
+    executor.shutdown(5)

@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 
 import pooler_actors.supervisor as sup
 from pooler_actors import Pool, Prewarm, Refresh
+from pooler_actors._messages import HealthTick
 
 
 class Conn:
@@ -22,12 +23,14 @@ class Conn:
         self.key = key
         self.gen = gen
         self.closed = False
+        self.healthy = True
         self.close_started = threading.Event()
         self.close_started_at = float("inf")
         self._close_gate = close_gate
 
     def ping(self) -> None:
-        pass
+        if not self.healthy:
+            raise ConnectionError(f"{self!r} is broken")
 
     def close(self) -> None:
         self.close_started_at = time.monotonic()
@@ -244,3 +247,62 @@ def test_refresh_at_cap_closes_first_and_callers_wait_for_new() -> None:
 def test_refresh_of_missing_key_is_false() -> None:
     with Pool(Factory()) as pool:
         assert pool.refresh("nothing") is False
+
+
+@pytest.mark.parametrize("how", ["release", "release_all"])
+def test_release_cancels_a_refresh_at_the_cap(how: str) -> None:
+    factory = Factory()
+    factory.close_gate = threading.Event()
+    with Pool(factory, max_open_resources=1) as pool:
+        old = pool.acquire("db")
+        refresh = pool.actor_ref.ask(Refresh("db"), block=False)
+        assert old.close_started.wait(10)
+        done = threading.Event()
+        if how == "release":
+            released: list[bool] = []
+            threading.Thread(
+                target=lambda: (released.append(pool.release("db")), done.set())
+            ).start()
+        else:
+            threading.Thread(target=lambda: (pool.release_all(), done.set())).start()
+        factory.close_gate.set()
+        assert done.wait(10)
+        # Once the release replied, no resource of the key exists, and the
+        # refresh reports that nothing was put in place.
+        assert pool.stats().open_resources == 0
+        assert not pool.contains("db")
+        assert refresh.get(timeout=10) is False
+        if how == "release":
+            assert released == [True]
+        assert len(factory.made) == 1
+
+
+def test_release_during_a_refresh_below_the_cap_discards_the_new_one() -> None:
+    factory = Factory()
+    with Pool(factory, max_open_resources=2) as pool:
+        old = pool.acquire("db")
+        factory.gates["db"] = threading.Event()
+        refresh = pool.actor_ref.ask(Refresh("db"), block=False)
+        wait_for(lambda: factory.entered.count("db") == 2)
+        assert pool.release("db") is True
+        factory.gates["db"].set()
+        assert refresh.get(timeout=10) is False
+        wait_for(lambda: pool.stats().open_resources == 0)
+        assert not pool.contains("db")
+        assert all(conn.closed for conn in factory.made) and old.closed
+
+
+def test_refresh_completes_when_the_old_one_is_evicted_meanwhile() -> None:
+    factory = Factory()
+    with Pool(factory, max_open_resources=2, health_check_interval=None) as pool:
+        old = pool.acquire("db")
+        factory.gates["db"] = threading.Event()
+        refresh = pool.actor_ref.ask(Refresh("db"), block=False)
+        wait_for(lambda: factory.entered.count("db") == 2)
+        old.healthy = False
+        pool.actor_ref.tell(HealthTick())  # a health check evicts the old one
+        wait_for(lambda: old.closed)
+        factory.gates["db"].set()
+        assert refresh.get(timeout=10) is True
+        new = pool.acquire("db")
+        assert new is not old and new.gen == 1

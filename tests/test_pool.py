@@ -632,3 +632,47 @@ def test_default_names_are_numbered() -> None:
     a, b = PoolOptions(), PoolOptions()
     assert a.name.startswith("pool-") and b.name.startswith("pool-")
     assert a.name != b.name
+
+
+def test_withdrawn_waiter_still_in_queue_is_skipped_by_wake(rec: Recorder) -> None:
+    # The caller gave up, but its Withdraw notice has not reached the supervisor
+    # when the slot frees: waking must skip it, and the slot goes to the next.
+    with Pool(rec, max_open_resources=1) as pool:
+        pool.acquire("a")
+        ref = pool.actor_ref
+        gave_up = ref.ask(Acquire("gave-up"), block=False)
+        follower = ref.ask(Acquire("next"), block=False)
+        waiting(pool, 2)
+        gave_up.owner = None  # the notice is "still in flight": never sent
+        assert gave_up.withdraw(pykka.Timeout("gave up"))
+        assert pool.release("a")
+        assert follower.get(timeout=10).key == "next"
+        assert rec.calls == ["a", "next"]
+
+
+def test_caller_who_gave_up_before_being_read_gets_nothing(rec: Recorder) -> None:
+    # Hold the supervisor inside a log call, so the caller gives up while its
+    # Acquire still sits unread in the mailbox: no creation may start for it.
+    entered, gate = threading.Event(), threading.Event()
+
+    class SlowLogger:
+        def _log(self, event: str, **fields: Any) -> None:
+            if event == "pool.acquire.hit" and fields.get("key") == "held":
+                entered.set()
+                assert gate.wait(30)
+
+        debug = info = warning = error = _log
+
+        def is_enabled_for(self, _level: int) -> bool:
+            return True
+
+    with Pool(rec, logger=SlowLogger()) as pool:
+        pool.acquire("held")
+        threading.Thread(target=pool.acquire, args=("held",), daemon=True).start()
+        assert entered.wait(10)  # the supervisor is busy logging that hit
+        with pytest.raises(pykka.Timeout):
+            pool.actor_ref.ask(Acquire("ghost"), timeout=0.01)
+        gate.set()
+        wait_for(lambda: pool.stats().timeouts == 1)
+        assert rec.calls == ["held"]
+        assert not pool.contains("ghost")

@@ -20,7 +20,7 @@ import pykka
 import pytest
 from conftest import pool_threads, wait_for
 from faults import HANG, RAISE, Boom, Lab, Plan
-from resources import Crash, CrashingSupervisor
+from resources import Crash, CrashingSupervisor, Factory, Res
 
 from pooler_actors import (
     Acquire,
@@ -546,3 +546,49 @@ def test_forgotten_pool_is_closed_at_interpreter_exit(tmp_path: Path) -> None:
     lines = notes.read_text().splitlines()
     assert lines[0] == "acquired", lines
     assert sorted(lines[1:]) == ["closed a", "closed b"], child.stdout
+
+
+def test_late_ready_of_an_abandoned_creation_never_reaches_a_newer_one() -> None:
+    # Creation 1 hangs and is abandoned; creation 2 of the same key starts; then
+    # creation 1 returns: its stale Ready must not answer creation 2's caller.
+    gates = [threading.Event(), threading.Event()]
+    entered: list[int] = []
+    made: list[Res] = []
+
+    def factory(key: Hashable) -> Res:
+        n = len(entered)
+        entered.append(n)
+        assert gates[n].wait(30)
+        res = Res(key)
+        res.generation = n + 1  # type: ignore[attr-defined]
+        made.append(res)
+        return res
+
+    with Pool(factory, max_open_resources=2, create_timeout=0.2) as pool:
+        with pytest.raises(FactoryError):
+            pool.acquire("k")  # creation 1 hangs and is abandoned
+        second = in_thread(lambda: pool.acquire("k"))
+        wait_for(lambda: len(entered) == 2)  # creation 2 is in flight
+        gates[0].set()  # creation 1 returns late: a stale Ready
+        wait_for(lambda: bool(made) and made[0].closes == 1)
+        gates[1].set()
+        thread, out = second
+        thread.join(10)
+        assert out[0].generation == 2 and out[0].closes == 0
+
+
+def test_raising_done_callback_never_stops_the_pool(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Futures are settled in the supervisor's thread; a caller's callback that
+    # raises there must hurt nobody else.
+    with Pool(Factory(), max_open_resources=1) as pool:
+        pool.acquire("a")
+        future = pool.actor_ref.ask(Acquire("b"), block=False)
+        future.add_done_callback(lambda _f: 1 / 0)
+        queued(pool, 1)
+        assert pool.release("a")
+        assert future.get(timeout=10).key == "b"
+        assert pool.acquire("b") is future.get()  # still serving
+        assert pool.stats().created == 2
+    assert "ZeroDivisionError" in capsys.readouterr().err
