@@ -572,7 +572,8 @@ class PoolSupervisor(pykka.ThreadingActor):
         if timeout is not None:
             self._at(res.created_at + timeout, self._on_create_timeout, res)
         self._ev.debug("pool.resource.creating", key, context)
-        # Callers queued for the same key join this creation instead of waiting.
+        # Callers queued for the same key join this creation instead of waiting
+        # for a slot: a queued caller whose key opens takes no slot (SPEC 3).
         if self._queue:
             for waiter in [w for w in self._queue.values() if w.key == key]:
                 del self._queue[waiter.wid]
@@ -670,12 +671,10 @@ class PoolSupervisor(pykka.ThreadingActor):
             # Released while being created: its callers got it; close it now.
             self._at(now + self.options.close_timeout, self._on_close_timeout, res)
         else:
+            # No queued caller of this key is left to answer here: _create
+            # moved them all onto this creation when it started.
             res.state = _State.OPEN
             self._schedule_expiry(res)
-            if self._queue:  # queued callers of this key need no slot
-                for waiter in [w for w in self._queue.values() if w.key == res.key]:
-                    del self._queue[waiter.wid]
-                    self._finish(waiter, msg.resource)
         callbacks, res.on_created = res.on_created, []
         for callback in callbacks:
             callback(res, True)
