@@ -7,6 +7,7 @@ awaits ``acquire`` withdraws the caller from the wait queue.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
@@ -120,6 +121,14 @@ class AsyncPool(Generic[T]):
         # ``ActorRef.stop(block=False)`` wraps the ask in a get-hook future
         # that can only be waited on by blocking; ask for the stop ourselves.
         await cast(PoolFuture[Any], self._ref.ask(_ActorStop(), block=False))
+        # The supervisor's thread ends a moment after its answer; wait for it
+        # without blocking the loop.
+        thread = self._ref.thread
+        deadline = asyncio.get_running_loop().time() + self.options.close_timeout
+        while thread is not None and thread.is_alive():
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.001)
 
     async def __aenter__(self) -> Self:
         return self

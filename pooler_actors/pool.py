@@ -153,8 +153,13 @@ class Pool(Generic[T]):
         return cast(bool, self._ref.ask(Refresh(key)))
 
     def close(self) -> None:
-        """Fail waiters, close every resource and stop every actor. Idempotent."""
+        """Fail waiters, close every resource and stop every actor. Idempotent.
+
+        Returns once every thread of the pool has ended, except one stuck in
+        user code (abandoned after ``close_timeout``).
+        """
         self._ref.stop(block=True)
+        self._ref.join(self.options.close_timeout)
 
     @property
     def closed(self) -> bool:

@@ -153,6 +153,15 @@ class PoolRef(pykka.ActorRef["PoolSupervisor"]):
     """
 
     pool_name: str
+    #: The supervisor's thread, joined by ``Pool.close()`` so that no thread of
+    #: the pool is left when it returns.
+    thread: threading.Thread | None = None
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the supervisor's thread to end (after a stop)."""
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def ask(
         self, message: Any, *, block: bool = True, timeout: float | None = None
@@ -338,6 +347,7 @@ class PoolSupervisor(pykka.ThreadingActor):
             name=f"pooler_actors:{self.name}:supervisor",
             daemon=True,
         )
+        cast(PoolRef, self.actor_ref).thread = self._thread
         self._thread.start()
 
     def _actor_loop_running(self) -> None:

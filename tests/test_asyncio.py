@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pykka
 import pytest
-from conftest import wait_for
+from conftest import pool_threads, wait_for
 from resources import Factory, Res
 
 from pooler_actors import (
@@ -171,6 +171,7 @@ def test_async_with_closes_the_pool_and_its_resources() -> None:
     pool = run(main())
     assert [r.closes for r in factory.made] == [1, 1]
     assert not pool.actor_ref.is_alive()
+    assert pool_threads() == []  # close returns once every pool thread ended
     assert "closed" in repr(pool)
 
 
