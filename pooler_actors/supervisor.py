@@ -111,7 +111,6 @@ class _Res:
     close_replies: list[PoolFuture[Any]] = field(default_factory=list)
     close_reason: str = ""
     ping_seq: int | None = None
-    in_map: bool = True  # the key map points at this resource
     context: dict[str, Any] = field(default_factory=dict)  # the creating caller's
 
 
@@ -802,9 +801,10 @@ class PoolSupervisor(pykka.ThreadingActor):
         self._wake()
 
     def _unmap(self, res: _Res) -> None:
-        if res.in_map and self._entries.get(res.key) is res:
+        # Only if the key still maps to this resource: a refresh's replacement
+        # (or a newer creation) may own the key now.
+        if self._entries.get(res.key) is res:
             del self._entries[res.key]
-        res.in_map = False
 
     def _begin_close(self, res: _Res, reason: str) -> None:
         """Remove ``res`` from the key map now and close it in its actor."""
@@ -845,8 +845,10 @@ class PoolSupervisor(pykka.ThreadingActor):
             self._begin_close(res, "released")
         # Refreshes in flight are cancelled: no resource may outlive this reply.
         self._refreshing.clear()
+        # Every mapped resource is closing now; what still creates is a
+        # refresh's replacement, not mapped yet.
         for res in list(self._live.values()):
-            if res.state is _State.CREATING and not res.in_map:
+            if res.state is _State.CREATING:
                 self._begin_close(res, "released")
         self._ev.info("pool.release_all", released=count)
         rids = set(self._live)
@@ -1081,7 +1083,6 @@ class PoolSupervisor(pykka.ThreadingActor):
         # (and serving) until the new one is ready.
         new = self._create(key)
         self._entries[key] = old
-        new.in_map = False
 
         def take_over(res: _Res, ok: bool) -> None:
             if not ok:  # the factory failed: the old one keeps serving
@@ -1097,7 +1098,6 @@ class PoolSupervisor(pykka.ThreadingActor):
                 return
             # The old one is swapped out, or was evicted or expired meanwhile.
             self._entries[key] = new
-            new.in_map = True
             answer(True)
 
         new.on_created.append(take_over)
