@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +30,23 @@ def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.005) 
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s: {predicate}")
         time.sleep(interval)
+
+
+def run_python(
+    *args: str, timeout: float = 60, cwd: object = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python *args`` in a fresh interpreter; capture its text output.
+
+    ``timeout`` is a hang guard, not a timing assertion.
+    """
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture(autouse=True)

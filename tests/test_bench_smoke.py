@@ -5,21 +5,16 @@ No timing is asserted here; figures belong to ``make bench``.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from conftest import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_bench_quick_prints_the_table() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
+    result = run_python(
+        str(ROOT / "benchmarks" / "run.py"), "--quick", timeout=120, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout

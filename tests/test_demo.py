@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 
 from pooler_actors import Stats
 
@@ -18,13 +18,7 @@ DEMO = Path(__file__).resolve().parent.parent / "examples" / "tenant_demo.py"
 @pytest.fixture(scope="module")
 def demo() -> subprocess.CompletedProcess[str]:
     """One run of the demo, shared by the tests of this module."""
-    return subprocess.run(
-        [sys.executable, str(DEMO)],
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
-    )
+    return run_python(str(DEMO), timeout=50)
 
 
 def events(output: str, name: str) -> list[str]:

@@ -8,11 +8,10 @@ run on its own is fenced as ``py``.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = [
@@ -48,12 +47,5 @@ def test_the_guide_pages_have_runnable_snippets() -> None:
 
 @pytest.mark.parametrize(("where", "code"), SNIPPETS, ids=[w for w, _ in SNIPPETS])
 def test_snippet_runs(where: str, code: str, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_python("-c", code, cwd=tmp_path)
     assert done.returncode == 0, f"{where}\n{done.stdout}\n{done.stderr}"

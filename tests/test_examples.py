@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -47,13 +46,7 @@ UNORDERED: dict[str, list[str]] = {
 
 def run_example(script: str) -> list[str]:
     """Run one example in a fresh interpreter; return its stdout lines."""
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / script)],
-        capture_output=True,
-        text=True,
-        timeout=45,
-        check=False,
-    )
+    done = run_python(str(EXAMPLES / script), timeout=45)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from conftest import run_python
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run_example(script: str) -> str:
     """Run one example in a fresh interpreter; return its stdout."""
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_python(str(EXAMPLES / script))
     assert done.returncode == 0, done.stderr
     # Pool events go to stderr; stdout holds only the example's own lines.
     assert "pool.acquire" not in done.stdout

@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import subprocess
-import sys
 import threading
 from collections.abc import Hashable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import pykka
 import pytest
 import structlog
-from conftest import wait_for
+from conftest import run_python, wait_for
 from structlog.contextvars import bind_contextvars, clear_contextvars
 from structlog.testing import CapturingLogger, capture_logs
 
@@ -775,13 +774,9 @@ def _doc_snippets() -> list[str]:
 def _run(source: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "snippet.py"
     script.write_text(source)
-    return subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run_python(str(script))
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def test_doc_json_logs_snippet(tmp_path: Path) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from typing import Any
 
 import pytest
+from conftest import run_python
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -163,4 +162,5 @@ def test_rejects_what_is_not_a_pool() -> None:
 
 def test_importing_the_package_does_not_need_prometheus_client() -> None:
     code = "import sys, pooler_actors; assert 'prometheus_client' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    done = run_python("-c", code)
+    assert done.returncode == 0, done.stderr

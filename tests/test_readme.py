@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from conftest import run_python
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -24,12 +24,6 @@ def test_readme_snippets_print_what_they_promise(tmp_path: Path) -> None:
         "structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))\n"
         + source
     )
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=45,
-        check=False,
-    )
+    done = run_python(str(script), timeout=45)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == promised
