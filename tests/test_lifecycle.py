@@ -152,14 +152,25 @@ def test_idle_resource_is_closed_and_frees_its_slot() -> None:
         assert pool.stats().open_resources == 0
 
 
-def test_used_resource_is_not_idle() -> None:
+def test_used_resource_is_not_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The supervisor's clock is the test's: no luck with thread scheduling.
+    # Any message wakes the supervisor's loop, which then fires due timers.
+    now = [1000.0]
+    monkeypatch.setattr(sup, "monotonic", lambda: now[0])
     factory = Factory()
-    with Pool(factory, max_idle_time=0.3, health_check_interval=None) as pool:
+    with Pool(factory, max_idle_time=10, health_check_interval=None) as pool:
         hot = pool.acquire("hot")
         cold = pool.acquire("cold")
-        while not cold.closed:
-            assert pool.acquire("hot") is hot
-        assert not hot.closed
+        now[0] += 6
+        assert pool.acquire("hot") is hot  # used at +6: idle until +16
+        now[0] += 5  # +11: cold has been idle 11 s, hot 5 s
+        pool.stats()
+        wait_for(lambda: cold.closed)
+        assert not hot.closed and pool.contains("hot")
+        now[0] += 6  # +17: hot has been idle 11 s too
+        pool.stats()
+        wait_for(lambda: hot.closed)
+        assert pool.stats().idle_expired == 2
 
 
 # --- prewarm ---------------------------------------------------------------
