@@ -48,7 +48,7 @@ def run(quick: bool) -> list[Row]:
     """Rows: per-call µs of each way, and each one's ratio to the pykka ask."""
     n, rounds = (200, 5) if quick else (200, 101)
     echo = Echo.start()
-    pool: Pool[Conn] = Pool(Conn, name="bench-hit", health_check_interval=None)
+    pool: Pool[str, Conn] = Pool(Conn, name="bench-hit", health_check_interval=None)
     gcp = _gcp_pool()
     try:
         pool.acquire("k")

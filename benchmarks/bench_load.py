@@ -22,7 +22,7 @@ def contention(quick: bool) -> list[Row]:
     """8 threads, 100 open keys: ops/s and latency percentiles."""
     threads_n, per_thread = (8, 200) if quick else (8, 5000)
     keys = [f"k{i}" for i in range(100)]
-    pool: Pool[Conn] = Pool(
+    pool: Pool[str, Conn] = Pool(
         Conn,
         name="bench-contention",
         max_open_resources=200,
@@ -66,7 +66,7 @@ def contention(quick: bool) -> list[Row]:
 def waking(quick: bool) -> list[Row]:
     """Release-to-granted latency of a queued caller: p50 and p99."""
     n = 30 if quick else 500
-    pool: Pool[Conn] = Pool(
+    pool: Pool[str, Conn] = Pool(
         Conn, name="bench-waking", max_open_resources=1, health_check_interval=None
     )
     took: list[float] = []

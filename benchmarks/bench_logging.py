@@ -87,7 +87,7 @@ def _drop_all_logger() -> Any:
     ).bind()
 
 
-def _hit_rate(pool: Pool[_Conn], key: Hashable, n: int) -> float:
+def _hit_rate(pool: Pool[str, _Conn], key: Hashable, n: int) -> float:
     """Seconds per hit acquire, over ``n`` back-to-back acquires of ``key``."""
     acquire = pool.acquire
     start = time.perf_counter()
@@ -145,7 +145,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     make_events = _module.Events
     _module.Events = lambda *_: switch
     try:
-        pool: Pool[_Conn] = Pool(_Conn, name="bench", health_check_interval=None)
+        pool: Pool[str, _Conn] = Pool(_Conn, name="bench", health_check_interval=None)
     finally:
         _module.Events = make_events
     try:

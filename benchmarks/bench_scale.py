@@ -74,7 +74,7 @@ class _Counted(Conn):
 
 
 def _hit_rounds(
-    pool: Pool[Conn], echo: Any, keys: list[str], n: int, rounds: int
+    pool: Pool[str, Conn], echo: Any, keys: list[str], n: int, rounds: int
 ) -> tuple[float, float, float]:
     """Hit µs, bare-ask µs and their paired ratio, cycling over ``keys``."""
     ref = pool.actor_ref
@@ -111,7 +111,7 @@ def run_design(name: str, big: int, quick: bool) -> tuple[list[Row], dict[str, f
     rows: list[Row] = []
     pings = _PingCounter()
     echo = Echo.start()
-    pool: Pool[Conn] = Pool(
+    pool: Pool[str, Conn] = Pool(
         lambda key: _Counted(key, pings),
         name=f"bench-{name}",
         max_open_resources=big + 100,

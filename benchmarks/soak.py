@@ -68,7 +68,11 @@ MIX = OpMix(
 
 
 def _client(
-    pool: Pool[Any], seed: int, deadline: float, counts: Counter[str], errors: list[str]
+    pool: Pool[Any, Any],
+    seed: int,
+    deadline: float,
+    counts: Counter[str],
+    errors: list[str],
 ) -> None:
     rng = random.Random(seed)
     while time.monotonic() < deadline:
@@ -90,7 +94,7 @@ def run(seconds: float, seed: int, hang: float) -> dict[str, Any]:
     """Run the soak; return its figures."""
     lab = Lab(CAP, seeded_plans(seed, WEIGHTS))
     events = _Events(lab)
-    pool: Pool[Any] = Pool(
+    pool: Pool[Any, Any] = Pool(
         lab.factory,
         max_open_resources=CAP,
         health_check_interval=0.05,

@@ -66,7 +66,7 @@ def tenant_db_factory(directory: Path) -> Callable[[Hashable], TenantDB]:
     return open_tenant
 
 
-async def record_order(pool: AsyncPool[TenantDB], tenant: str, n: int) -> None:
+async def record_order(pool: AsyncPool[str, TenantDB], tenant: str, n: int) -> None:
     db = await pool.acquire(tenant, timeout=10)  # open already: answered at once
     db.record(f"order-{n}")
     await asyncio.sleep(0.01)  # the rest of the request: other tasks run
@@ -76,7 +76,7 @@ TICKS = [0]  # heartbeats so far
 TICKS_WHILE_WAITING: list[int] = []  # heartbeats during each queued acquire
 
 
-async def tenant_batch(pool: AsyncPool[TenantDB], tenant: str) -> int:
+async def tenant_batch(pool: AsyncPool[str, TenantDB], tenant: str) -> int:
     # The first acquire may wait for a free slot; the loop keeps running.
     before = TICKS[0]
     await pool.acquire(tenant, timeout=10)
@@ -98,7 +98,7 @@ async def heartbeat(stop: asyncio.Event) -> None:
 
 async def serve(directory: Path) -> None:
     factory = tenant_db_factory(directory)
-    async with AsyncPool[TenantDB](
+    async with AsyncPool[str, TenantDB](
         factory,
         max_open_resources=2,
         health_check_interval=1.0,

@@ -28,7 +28,6 @@ import structlog
 
 from pooler_actors import (
     Acquire,
-    GetStats,
     PoolOptions,
     PoolRef,
     PoolStopped,
@@ -73,7 +72,7 @@ class AuditedPool(PoolSupervisor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Audit):
-            stats = self._on_get_stats(GetStats(), None)
+            stats = self.stats()
             # The bug: no guard for an empty pool.
             mean = stats.acquires / stats.open_resources
             print(f"audit: {mean:.1f} acquires per open session")

@@ -111,7 +111,7 @@ def create_databases(folder: Path) -> None:
 
 
 def serve(
-    pool: Pool[TenantDB], client: str, tenants: list[str], start: threading.Barrier
+    pool: Pool[str, TenantDB], client: str, tenants: list[str], start: threading.Barrier
 ) -> None:
     """A client thread: for each of its tenants, acquire, query, release."""
     # Bound here, carried by each Acquire: the pool's events show the client.
@@ -132,7 +132,7 @@ def serve(
             pool.release(tenant)
 
 
-def lifecycle_act(pool: Pool[TenantDB], connect: Any) -> None:
+def lifecycle_act(pool: Pool[str, TenantDB], connect: Any) -> None:
     """Refresh, prewarm, idle expiry, and lifetime renewal on a second pool."""
     old = pool.acquire("acme")
     pool.refresh("acme")  # a fresh connection replaces the old one
@@ -186,7 +186,7 @@ def main() -> int:
         def connect(tenant: str) -> TenantDB:
             return TenantDB(tenant, folder / f"{tenant}.db")
 
-        pool: Pool[TenantDB] = Pool(
+        pool: Pool[str, TenantDB] = Pool(
             connect,
             name="tenants",
             max_open_resources=MAX_OPEN,

@@ -46,6 +46,6 @@ def worker_factory() -> Worker:
     return Worker()
 
 
-def new_worker_pool(**options: Any) -> Pool[Worker]:
+def new_worker_pool(**options: Any) -> Pool[str, Worker]:
     """A pool of Workers (the Go ``NewWorkerPool``); options as ``PoolOptions``."""
-    return Pool[Worker](worker_factory, **options)
+    return Pool[str, Worker](worker_factory, **options)

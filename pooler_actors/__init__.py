@@ -13,8 +13,11 @@ from pooler_actors.errors import (
     PoolClosedError,
     TooManyWaiters,
 )
+from pooler_actors.lease import Lease
 from pooler_actors.messages import (
     Acquire,
+    Checkin,
+    Checkout,
     Contains,
     GetStats,
     ListResources,
@@ -36,10 +39,13 @@ __all__ = [
     "Acquire",
     "AcquireTimeout",
     "AsyncPool",
+    "Checkin",
+    "Checkout",
     "Contains",
     "Factory",
     "FactoryError",
     "GetStats",
+    "Lease",
     "ListResources",
     "Pool",
     "PoolClosedError",

@@ -31,10 +31,9 @@ from time import monotonic, sleep
 from typing import Any
 
 import pykka
-from pykka import messages
-from pykka._envelope import Envelope
 
 from pooler_actors._future import PoolFuture
+from pooler_actors._pykka import Envelope, is_stop, log_returned_exception
 
 __all__ = ["Executor", "ExecutorActor"]
 
@@ -137,7 +136,13 @@ class Executor:
                 worker.wake.release()
             self._idle.clear()
             workers = list(self._workers)
+            watchdog = self._watchdog
         deadline = None if timeout is None else monotonic() + timeout
+        if watchdog is not None and watchdog is not threading.current_thread():
+            # It exits within one stuck_after period once closed.
+            watchdog.join(
+                None if deadline is None else max(0.0, deadline - monotonic())
+            )
         for worker in workers:
             thread = worker.thread
             if thread is None or thread is threading.current_thread():
@@ -220,7 +225,7 @@ class Executor:
         while True:
             sleep(self.stuck_after)
             with self._lock:
-                if not self._backlog:
+                if not self._backlog or self._closed:
                     self._watchdog = None
                     return
                 now = monotonic()
@@ -353,10 +358,7 @@ class ExecutorActor(pykka.Actor):
                 envelope.reply_to.set(response)
         except Exception:
             if envelope.reply_to is not None:
-                pykka._actor.logger.info(
-                    f"Exception returned from {self} to caller:",
-                    exc_info=sys.exc_info(),
-                )
+                log_returned_exception(self)
                 envelope.reply_to.set_exception()
             else:
                 self._handle_failure(*sys.exc_info())
@@ -365,8 +367,11 @@ class ExecutorActor(pykka.Actor):
                 except Exception:
                     self._handle_failure(*sys.exc_info())
         except BaseException:
-            self._stop()
-            pykka.ActorRegistry.stop_all()
+            # pykka stops every actor of the process here; one actor's
+            # KeyboardInterrupt must not take other pools down: it just fails.
+            self._handle_failure(*sys.exc_info())
+            with contextlib.suppress(Exception):
+                self.on_failure(*sys.exc_info())
 
     def _actor_loop_teardown(self) -> None:
         while True:
@@ -382,7 +387,7 @@ def _answer_dead(envelope: Envelope[Any], actor: ExecutorActor | None) -> None:
     reply = envelope.reply_to
     if reply is None:
         return
-    if isinstance(envelope.message, messages._ActorStop):
+    if is_stop(envelope.message):
         reply.set(None)
     else:
         reply.set_exception(

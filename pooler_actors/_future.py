@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pykka
 
-from pooler_actors._messages import Withdraw
-
 if TYPE_CHECKING:
     from pykka._types import OptExcInfo
 
@@ -51,10 +49,11 @@ class PoolFuture(pykka.Future[T]):
         self._error: BaseException | None = None
         self._callbacks: list[Callable[[PoolFuture[T]], None]] | None = None
         self.withdrawn = False
-        #: Told a withdrawal notice when the caller gives up (set by PoolRef).
-        self.owner: pykka.ActorRef[Any] | None = None
-        #: The supervisor's record of the caller (read only in its thread).
-        self.waiter: Any = None
+        #: Called once when the caller gives up (set by the pool's ref: it
+        #: tells the supervisor, which drops the caller from its queues).
+        self.on_withdraw: Callable[[], None] | None = None
+        #: The supervisor's number for the request (set and read in its thread).
+        self.cid = 0
 
     def __repr__(self) -> str:
         state = ("pending", "value", "error")[self._state]
@@ -102,14 +101,14 @@ class PoolFuture(pykka.Future[T]):
     def withdraw(self, error: BaseException) -> bool:
         """Give up: settle with ``error`` unless already settled.
 
-        Returns ``True`` if the withdrawal won; the owner is then told, so the
-        supervisor drops the caller from its queue at once.
+        Returns ``True`` if the withdrawal won; ``on_withdraw`` is then
+        called, so the supervisor drops the caller from its queue at once.
         """
         if not self._settle(_ERROR, None, error, withdraw=True):
             return False
-        if self.owner is not None:
+        if self.on_withdraw is not None:
             with contextlib.suppress(pykka.ActorDeadError):
-                self.owner.tell(Withdraw(self))
+                self.on_withdraw()
         return True
 
     def add_done_callback(self, fn: Callable[[PoolFuture[T]], None]) -> None:

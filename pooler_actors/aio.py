@@ -1,22 +1,27 @@
-"""``AsyncPool``: the asyncio facade. Awaiting never blocks the event loop.
+"""`AsyncPool`: the asyncio facade. Awaiting never blocks the event loop.
 
 Each call sends one message to the supervisor and awaits its reply future,
-which wakes the loop through ``call_soon_threadsafe``. Cancelling a task that
-awaits ``acquire`` withdraws the caller from the wait queue.
+which wakes the loop through `call_soon_threadsafe`. Cancelling a task that
+awaits a request withdraws it: it is never granted anything afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, cast
+from typing import Any, Self, cast, overload
 
-from pykka.messages import _ActorStop
-
+from pooler_actors._facade import FacadeBase, K, T
 from pooler_actors._future import PoolFuture
+from pooler_actors._pykka import stop_message
+from pooler_actors.errors import PoolClosedError
+from pooler_actors.lease import Lease
 from pooler_actors.messages import (
     Acquire,
+    Checkin,
+    Checkout,
     Contains,
     GetStats,
     ListResources,
@@ -26,108 +31,139 @@ from pooler_actors.messages import (
     ReleaseAll,
 )
 from pooler_actors.options import PoolOptions
-from pooler_actors.pool import build_options
 from pooler_actors.stats import Stats
-from pooler_actors.supervisor import PoolRef, PoolSupervisor
 
 __all__ = ["AsyncPool"]
 
-T = TypeVar("T")
 
+class AsyncPool(FacadeBase[K, T]):
+    """A keyed pool for asyncio code, with the method names of
+    [Pool][pooler_actors.Pool]; the options are those of
+    [PoolOptions][pooler_actors.PoolOptions].
 
-class AsyncPool(Generic[T]):
-    """A keyed pool for asyncio code; the options are those of ``PoolOptions``.
-
-    Example::
-
+    Example:
+        ```python
         async with AsyncPool(connect, max_open_resources=5) as pool:
             conn = await pool.acquire("tenant-a", timeout=2.0)
+        ```
     """
+
+    @overload
+    def __init__(
+        self: AsyncPool[K, T],
+        factory: Callable[[K], T],
+        *,
+        options: PoolOptions | None = None,
+        logger: Any = None,
+        **option_fields: Any,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: AsyncPool[Hashable, T],
+        factory: Callable[[], T],
+        *,
+        options: PoolOptions | None = None,
+        logger: Any = None,
+        **option_fields: Any,
+    ) -> None: ...
 
     def __init__(
         self,
-        factory: Callable[[], T] | Callable[[Hashable], T],
+        factory: Callable[[K], T] | Callable[[], T],
         *,
         options: PoolOptions | None = None,
         logger: Any = None,
         **option_fields: Any,
     ) -> None:
-        opts = build_options(options, option_fields)
-        self.options = opts
-        self.name = opts.name
-        self._ref = cast(PoolRef, PoolSupervisor.start(factory, opts, logger=logger))
-
-    def __repr__(self) -> str:
-        state = "open" if self._ref.is_alive() else "closed"
-        return f"<{type(self).__name__} {self.name!r} ({state})>"
-
-    @property
-    def actor_ref(self) -> PoolRef:
-        """The supervisor's ref."""
-        return self._ref
+        super().__init__(factory, options=options, logger=logger, **option_fields)
 
     async def _ask(self, message: object) -> Any:
         future = cast(PoolFuture[Any], self._ref.ask(message, block=False))
         return await future
 
-    async def acquire(self, key: Hashable, timeout: float | None = None) -> T:
-        """Return ``key``'s resource; see :meth:`Pool.acquire`.
-
-        Cancelling the awaiting task withdraws it from the wait queue.
-        """
+    async def acquire(self, key: K, timeout: float | None = None) -> T:
+        """Return `key`'s shared resource; see
+        [Pool.acquire][pooler_actors.Pool.acquire]."""
         return cast(T, await self._ask(Acquire(key, timeout)))
 
-    async def release(self, key: Hashable) -> bool:
-        """Close and remove ``key``'s resource; ``True`` if one was open."""
+    async def checkout(self, key: K, timeout: float | None = None) -> Lease[K, T]:
+        """Hold one resource of `key`; see
+        [Pool.checkout][pooler_actors.Pool.checkout]."""
+        return cast(Lease[K, T], await self._ask(Checkout(key, timeout)))
+
+    async def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
+        """Give `lease` back; see [Pool.checkin][pooler_actors.Pool.checkin]."""
+        try:
+            return cast(bool, await self._ask(Checkin(lease, broken)))
+        except PoolClosedError:
+            return False
+
+    @asynccontextmanager
+    async def lease(self, key: K, timeout: float | None = None) -> AsyncIterator[T]:
+        """`async with pool.lease(key) as resource:` holds it for the block."""
+        lease = await self.checkout(key, timeout)
+        broken = False
+        try:
+            yield lease.resource
+        except BaseException as error:
+            broken = self._broken(error)
+            raise
+        finally:
+            # Shielded: a cancelled task still gives its lease back.
+            await asyncio.shield(self.checkin(lease, broken))
+
+    async def release(self, key: K) -> bool:
+        """Retire `key`'s resources; `True` if one was open."""
         return cast(bool, await self._ask(Release(key)))
 
-    async def contains(self, key: Hashable) -> bool:
-        """Whether a resource exists for ``key``."""
+    async def contains(self, key: K) -> bool:
+        """Whether a resource exists for `key`."""
         return cast(bool, await self._ask(Contains(key)))
 
     async def release_all(self) -> None:
-        """Close every resource; returns once none of them exists."""
+        """Retire every resource; returns once each is closed or, if held, retired."""
         await self._ask(ReleaseAll())
 
     async def stats(self) -> Stats:
         """A snapshot of the pool's statistics."""
         return cast(Stats, await self._ask(GetStats()))
 
-    async def snapshot(self) -> list[tuple[Hashable, T]]:
-        """``(key, resource)`` pairs of open resources, in creation order."""
-        return cast(list[tuple[Hashable, T]], await self._ask(ListResources()))
+    async def snapshot(self) -> list[tuple[K, T]]:
+        """`(key, resource)` pairs of open resources, in creation order."""
+        return cast(list[tuple[K, T]], await self._ask(ListResources()))
 
-    async def all(self) -> AsyncIterator[tuple[Hashable, T]]:
-        """``async for key, resource in pool.all()`` over a snapshot."""
+    async def all(self) -> AsyncIterator[tuple[K, T]]:
+        """`async for key, resource in pool.all()` over a snapshot."""
         for item in await self.snapshot():
             yield item
 
-    async def prewarm(self, keys: Iterable[Hashable]) -> dict[Hashable, str]:
-        """See :meth:`Pool.prewarm`."""
-        return cast(dict[Hashable, str], await self._ask(Prewarm(keys)))
+    async def prewarm(self, keys: Iterable[K]) -> dict[K, str]:
+        """See [Pool.prewarm][pooler_actors.Pool.prewarm]."""
+        return cast(dict[K, str], await self._ask(Prewarm(keys)))
 
-    async def refresh(self, key: Hashable) -> bool:
-        """See :meth:`Pool.refresh`."""
+    async def refresh(self, key: K) -> bool:
+        """See [Pool.refresh][pooler_actors.Pool.refresh]."""
         return cast(bool, await self._ask(Refresh(key)))
 
     async def close(self) -> None:
-        """Close the pool; see :meth:`Pool.close`. Idempotent.
+        """Close the pool; see [Pool.close][pooler_actors.Pool.close]. Idempotent.
 
-        Awaits the supervisor's answer to its stop message directly (no
-        executor thread): the reply comes once every resource is closed and
-        every actor of the pool has stopped. A pool already closed answers at
-        once.
+        Awaits the supervisor's answer to its stop message, then its thread's
+        end, without blocking the loop.
         """
-        # ``ActorRef.stop(block=False)`` wraps the ask in a get-hook future
-        # that can only be waited on by blocking; ask for the stop ourselves.
-        await cast(PoolFuture[Any], self._ref.ask(_ActorStop(), block=False))
-        # The supervisor's thread ends a moment after its answer; wait for it
-        # without blocking the loop.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._close_bound()
+        future = cast(PoolFuture[Any], self._ref.ask(stop_message(), block=False))
+        try:
+            await asyncio.wait_for(
+                asyncio.ensure_future(_awaited(future)), self._close_bound()
+            )
+        except TimeoutError:
+            return
         thread = self._ref.thread
-        deadline = asyncio.get_running_loop().time() + self.options.close_timeout
-        while thread is not None and thread.is_alive():
-            if asyncio.get_running_loop().time() > deadline:
-                break
+        deadline = loop.time() + self.options.close_timeout
+        while thread is not None and thread.is_alive() and loop.time() < deadline:
             await asyncio.sleep(0.001)
 
     async def __aenter__(self) -> Self:
@@ -140,3 +176,7 @@ class AsyncPool(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def _awaited(future: PoolFuture[Any]) -> Any:
+    return await future

@@ -1,7 +1,7 @@
-"""The messages a :class:`~pooler_actors.PoolSupervisor` answers.
+"""The messages a [PoolSupervisor][pooler_actors.PoolSupervisor] answers.
 
-Each is a small immutable command object. Send it with ``ref.ask(...)`` for
-its reply, or ``ref.ask(..., block=False)`` for a future of it.
+Each is a small immutable command object. Send it with `ref.ask(...)` for
+its reply, or `ref.ask(..., block=False)` for a future of it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ from typing import Any
 import pykka
 from structlog.contextvars import get_contextvars
 
+from pooler_actors.lease import Lease
+
 __all__ = [
     "Acquire",
+    "Checkin",
+    "Checkout",
     "Contains",
     "GetStats",
     "ListResources",
@@ -27,6 +31,14 @@ __all__ = [
     "Unwatch",
     "Watch",
 ]
+
+
+def _check_timeout(t: object) -> None:
+    if t is not None:
+        if isinstance(t, bool) or not isinstance(t, int | float):
+            raise TypeError(f"timeout must be a number or None, got {t!r}")
+        if math.isnan(t) or t < 0:
+            raise ValueError(f"timeout must be >= 0 or None, got {t!r}")
 
 
 def _check_key(key: object) -> None:
@@ -55,12 +67,39 @@ class Acquire:
 
     def __post_init__(self) -> None:
         _check_key(self.key)
-        t = self.timeout
-        if t is not None:
-            if isinstance(t, bool) or not isinstance(t, int | float):
-                raise TypeError(f"timeout must be a number or None, got {t!r}")
-            if math.isnan(t) or t < 0:
-                raise ValueError(f"timeout must be >= 0 or None, got {t!r}")
+        _check_timeout(self.timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkout:
+    """Hold one resource of `key` until it is checked in; reply: a `Lease`.
+
+    `timeout` bounds the whole checkout as for `Acquire`; `None` uses the
+    pool's `acquire_timeout`. The caller's structlog context travels with it.
+    """
+
+    key: Hashable
+    timeout: float | None = None
+    context: dict[str, Any] = field(
+        default_factory=get_contextvars, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        _check_key(self.key)
+        _check_timeout(self.timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkin:
+    """Give `lease` back (`broken=True` retires its resource); reply: `False`
+    if it was already checked in."""
+
+    lease: Lease[Any, Any]
+    broken: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.lease, Lease):
+            raise TypeError(f"Checkin needs a Lease, got {self.lease!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +149,11 @@ class Prewarm:
     keys: tuple[Hashable, ...]
 
     def __init__(self, keys: Iterable[Hashable]) -> None:
+        if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+            raise TypeError(
+                f"Prewarm takes an iterable of keys, not {type(keys).__name__} "
+                f"{keys!r} (wrap one key in a list)"
+            )
         keys = tuple(keys)
         for key in keys:
             _check_key(key)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import Any
 
-__all__ = ["PoolOptions"]
+__all__ = ["PoolOptions", "build_options"]
 
 _pool_numbers = itertools.count(1)
 
@@ -19,27 +21,52 @@ def _default_name() -> str:
 class PoolOptions:
     """How a pool behaves. Every field is validated when the options are made.
 
+    Durations are seconds; a huge one (say `1e10`) means "practically never",
+    an infinite or non-positive one is a `ValueError` naming the field.
+
     Attributes:
         max_open_resources: the cap on resources that exist at once (being
-            created, open or being closed). Default 10.
-        health_check_interval: seconds between health checks; ``None``
+            created, open, retiring or being closed). Default 10.
+        health_check_interval: seconds between health checks; `None`
             disables them. Default 60.
-        ping_timeout: seconds a ``ping()`` may take before the resource is
+        ping_timeout: seconds a `ping()` may take before the resource is
             evicted. Default 5.
-        close_timeout: seconds a ``close()`` may take before the resource is
-            abandoned and its slot freed; also bounds ``Pool.close()``.
+        close_timeout: seconds a `close()` may take before the resource is
+            abandoned and its slot freed; also bounds `Pool.close()`.
             Default 5.
         create_timeout: seconds a factory call may take before the creation
-            is abandoned and its callers get ``FactoryError``; ``None`` waits
+            is abandoned and its callers get `FactoryError`; `None` waits
             forever. Default 30.
-        max_waiting: how many callers may queue for a slot; the next one gets
-            ``TooManyWaiters``. ``None`` (default) is unbounded.
-        max_lifetime: seconds after which a resource is closed and replaced on
-            demand (jittered a few percent shorter). ``None`` (default): off.
-        max_idle_time: seconds without an acquire after which a resource is
-            closed. ``None`` (default): off.
-        name: the pool's name in logs, stats and ``repr``; ``pool-N`` by
-            default.
+        create_retries: how many more times a failing factory is tried for
+            the same creation, with exponential backoff and jitter, never past
+            the deadline of the callers waiting for it. Default 0.
+        create_backoff: seconds before the first retry; each later retry
+            waits twice as long (jittered 50-150 %). Default 0.1.
+        acquire_timeout: the timeout of an acquire or checkout that passes
+            none; `None` (default) waits forever.
+        max_waiting: how many callers may wait at once; the next one gets
+            `TooManyWaiters`. `None` (default) is unbounded.
+        max_lifetime: seconds after which a resource is retired and replaced
+            on demand (jittered up to 5 % shorter). `None` (default): off.
+        max_idle_time: seconds without use after which a resource is retired
+            (for leases: since its last checkin, only while nobody holds it).
+            `None` (default): off.
+        max_holders: holders one resource may have at once: `None` (default)
+            any number (shared, the Go model), `1` exclusive, `k` multiplexed.
+        max_per_key: resources one key may have at once (at most
+            `max_open_resources`). Default 1.
+        drain_timeout: seconds a retiring resource waits for its holders
+            before it is closed anyway. Default 30.
+        is_broken: called with an exception that leaves a `lease` block; when
+            it returns `True` the resource is checked in as broken. Default
+            `None`: no exception means broken.
+        reclaim_idle: when callers wait for a slot, close the least recently
+            used resource nobody holds (never one a plain `acquire()` handed
+            out) to make room. Default `True`.
+        global_capacity: a fleet-wide capacity (such as
+            `pooler_actors.redis.RedisCapacity`) to take a slot from before
+            each creation. Default `None`.
+        name: the pool's name in logs, stats and `repr`; `pool-N` by default.
     """
 
     max_open_resources: int = 10
@@ -47,31 +74,86 @@ class PoolOptions:
     ping_timeout: float = 5.0
     close_timeout: float = 5.0
     create_timeout: float | None = 30.0
+    create_retries: int = 0
+    create_backoff: float = 0.1
+    acquire_timeout: float | None = None
     max_waiting: int | None = None
     max_lifetime: float | None = None
     max_idle_time: float | None = None
+    max_holders: int | None = None
+    max_per_key: int = 1
+    drain_timeout: float = 30.0
+    is_broken: Callable[[BaseException], bool] | None = None
+    reclaim_idle: bool = True
+    global_capacity: Any = None
     name: str = field(default_factory=_default_name)
 
     def __post_init__(self) -> None:
         _check_int("max_open_resources", self.max_open_resources, minimum=1)
-        if self.max_waiting is not None:
-            _check_int("max_waiting", self.max_waiting, minimum=0)
-        for name in ("ping_timeout", "close_timeout"):
+        _check_int("max_per_key", self.max_per_key, minimum=1)
+        if self.max_per_key > self.max_open_resources:
+            raise ValueError(
+                f"max_per_key must be <= max_open_resources "
+                f"({self.max_open_resources}), got {self.max_per_key!r}"
+            )
+        _check_int("create_retries", self.create_retries, minimum=0)
+        for name in ("max_waiting", "max_holders"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, minimum=0 if name == "max_waiting" else 1)
+        for name in ("ping_timeout", "close_timeout", "drain_timeout"):
             _check_seconds(name, getattr(self, name), optional=False)
         for name in (
             "health_check_interval",
             "create_timeout",
+            "acquire_timeout",
             "max_lifetime",
             "max_idle_time",
         ):
             _check_seconds(name, getattr(self, name), optional=True)
+        _check_seconds("create_backoff", self.create_backoff, optional=False)
+        if self.is_broken is not None and not callable(self.is_broken):
+            raise TypeError(
+                f"is_broken must be callable or None, got {self.is_broken!r}"
+            )
+        if not isinstance(self.reclaim_idle, bool):
+            raise TypeError(f"reclaim_idle must be a bool, got {self.reclaim_idle!r}")
+        cap = self.global_capacity
+        if cap is not None and not all(
+            callable(getattr(cap, m, None)) for m in ("try_acquire", "release", "renew")
+        ):
+            raise TypeError(
+                f"global_capacity must be a capacity such as RedisCapacity, got {cap!r}"
+            )
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"name must be a non-empty str, got {self.name!r}")
 
+    @property
+    def shared(self) -> bool:
+        """Whether plain `acquire()` is allowed: any number of holders, one per key."""
+        return self.max_holders is None and self.max_per_key == 1
+
     @classmethod
     def field_names(cls) -> frozenset[str]:
-        """The names accepted as keyword options by ``Pool`` and ``AsyncPool``."""
+        """The names accepted as keyword options by `Pool` and `AsyncPool`."""
         return frozenset(f.name for f in fields(cls))
+
+
+def build_options(options: PoolOptions | None, kwargs: dict[str, Any]) -> PoolOptions:
+    """Options from `options=` or from keyword fields, not both."""
+    if options is not None:
+        if kwargs:
+            raise TypeError(
+                "pass either options= or option keywords, not both "
+                f"(got {', '.join(sorted(kwargs))})"
+            )
+        if not isinstance(options, PoolOptions):
+            raise TypeError(f"options must be a PoolOptions, got {options!r}")
+        return options
+    unknown = set(kwargs) - PoolOptions.field_names()
+    if unknown:
+        raise TypeError(f"unknown pool option(s): {', '.join(sorted(unknown))}")
+    return PoolOptions(**kwargs)
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
@@ -88,4 +170,6 @@ def _check_seconds(name: str, value: object, *, optional: bool) -> None:
         kind = "a number of seconds or None" if optional else "a number of seconds"
         raise TypeError(f"{name} must be {kind}, got {value!r}")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        raise ValueError(
+            f"{name} must be a positive, finite number of seconds, got {value!r}"
+        )

@@ -1,17 +1,25 @@
-"""``Pool``: the synchronous facade with the Go package's method set.
+"""`Pool`: the synchronous facade with the Go package's method set, and leases.
 
 It holds no pool state of its own; every call is one message to the
-supervisor, whose ``ActorRef`` is :attr:`Pool.actor_ref`.
+supervisor, whose `ActorRef` is [Pool.actor_ref][pooler_actors.Pool.actor_ref].
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, cast
+from typing import Any, Self, cast, overload
 
+from pooler_actors._facade import FacadeBase, K, T
+from pooler_actors._future import PoolFuture
+from pooler_actors._pykka import stop_message
+from pooler_actors.errors import PoolClosedError
+from pooler_actors.lease import Lease
 from pooler_actors.messages import (
     Acquire,
+    Checkin,
+    Checkout,
     Contains,
     GetStats,
     ListResources,
@@ -22,111 +30,145 @@ from pooler_actors.messages import (
 )
 from pooler_actors.options import PoolOptions
 from pooler_actors.stats import Stats
-from pooler_actors.supervisor import PoolRef, PoolSupervisor
 
 __all__ = ["Pool"]
 
-T = TypeVar("T")
 
-
-def build_options(options: PoolOptions | None, kwargs: dict[str, Any]) -> PoolOptions:
-    """Options from ``options=`` or from keyword fields, not both."""
-    if options is not None:
-        if kwargs:
-            raise TypeError(
-                "pass either options= or option keywords, not both "
-                f"(got {', '.join(sorted(kwargs))})"
-            )
-        if not isinstance(options, PoolOptions):
-            raise TypeError(f"options must be a PoolOptions, got {options!r}")
-        return options
-    unknown = set(kwargs) - PoolOptions.field_names()
-    if unknown:
-        raise TypeError(f"unknown pool option(s): {', '.join(sorted(unknown))}")
-    return PoolOptions(**kwargs)
-
-
-class Pool(Generic[T]):
+class Pool(FacadeBase[K, T]):
     """A keyed pool of resources, safe to use from any number of threads.
 
-    ``Pool(factory, max_open_resources=3, health_check_interval=30)`` starts
-    a :class:`PoolSupervisor`; the options are those of :class:`PoolOptions`.
-    A resource is shared by every caller of its key: ``acquire`` returns the
-    same object until the key is released or evicted.
+    `Pool(factory, max_open_resources=3, health_check_interval=30)` starts a
+    [PoolSupervisor][pooler_actors.PoolSupervisor]; the options are those of
+    [PoolOptions][pooler_actors.PoolOptions]. `acquire` shares one resource
+    per key among all callers (the Go model); `lease` holds one for a block.
 
-    Example::
-
-        with Pool(connect, max_open_resources=5) as pool:
-            conn = pool.acquire("tenant-a", timeout=2.0)
+    Example:
+        ```python
+        with Pool(connect, max_open_resources=5, max_holders=1) as pool:
+            with pool.lease("tenant-a", timeout=2.0) as conn:
+                conn.execute("SELECT 1")
+        ```
     """
+
+    @overload
+    def __init__(
+        self: Pool[K, T],
+        factory: Callable[[K], T],
+        *,
+        options: PoolOptions | None = None,
+        logger: Any = None,
+        **option_fields: Any,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Pool[Hashable, T],
+        factory: Callable[[], T],
+        *,
+        options: PoolOptions | None = None,
+        logger: Any = None,
+        **option_fields: Any,
+    ) -> None: ...
 
     def __init__(
         self,
-        factory: Callable[[], T] | Callable[[Hashable], T],
+        factory: Callable[[K], T] | Callable[[], T],
         *,
         options: PoolOptions | None = None,
         logger: Any = None,
         **option_fields: Any,
     ) -> None:
-        opts = build_options(options, option_fields)
-        self.options = opts
-        self.name = opts.name
-        self._ref = cast(PoolRef, PoolSupervisor.start(factory, opts, logger=logger))
+        super().__init__(factory, options=options, logger=logger, **option_fields)
 
-    def __repr__(self) -> str:
-        state = "open" if self._ref.is_alive() else "closed"
-        return f"<{type(self).__name__} {self.name!r} ({state})>"
+    def acquire(self, key: K, timeout: float | None = None) -> T:
+        """Return the shared resource for `key`, creating it or waiting for a slot.
 
-    @property
-    def actor_ref(self) -> PoolRef:
-        """The supervisor's ref, for ``ask``/``tell`` from actors."""
-        return self._ref
-
-    def acquire(self, key: Hashable, timeout: float | None = None) -> T:
-        """Return the resource for ``key``, creating it or waiting for a slot.
+        Allowed when `max_holders is None` and `max_per_key == 1`; otherwise
+        use [lease][pooler_actors.Pool.lease].
 
         Raises:
-            AcquireTimeout: ``timeout`` seconds passed first.
-            FactoryError: the factory failed (``__cause__`` says why).
-            TooManyWaiters: ``max_waiting`` callers already wait.
+            AcquireTimeout: `timeout` seconds passed first.
+            FactoryError: the factory failed (`__cause__` says why).
+            TooManyWaiters: `max_waiting` callers already wait.
             PoolClosedError: the pool is closed.
-            TypeError / ValueError: an unhashable key or a negative timeout.
+            TypeError: an unhashable key, or a pool of leases.
+            ValueError: a negative timeout.
         """
         return cast(T, self._ref.ask(Acquire(key, timeout)))
 
-    def release(self, key: Hashable) -> bool:
-        """Close and remove ``key``'s resource; ``True`` if one was open."""
+    def checkout(self, key: K, timeout: float | None = None) -> Lease[K, T]:
+        """Hold one resource of `key` until [checkin][pooler_actors.Pool.checkin].
+
+        Raises as [acquire][pooler_actors.Pool.acquire] does.
+        """
+        return cast(Lease[K, T], self._ref.ask(Checkout(key, timeout)))
+
+    def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
+        """Give `lease` back; `broken=True` retires its resource.
+
+        Returns `False` if it was already checked in (or its resource was
+        closed by `drain_timeout`, or the pool is closed).
+
+        Raises:
+            ValueError: the lease is of another pool.
+        """
+        try:
+            return cast(bool, self._ref.ask(Checkin(lease, broken)))
+        except PoolClosedError:
+            return False
+
+    @contextmanager
+    def lease(self, key: K, timeout: float | None = None) -> Iterator[T]:
+        """`with pool.lease(key) as resource:` holds it for the block.
+
+        An exception for which the `is_broken` option returns `True` checks
+        the resource in as broken.
+        """
+        lease = self.checkout(key, timeout)
+        broken = False
+        try:
+            yield lease.resource
+        except BaseException as error:
+            broken = self._broken(error)
+            raise
+        finally:
+            self.checkin(lease, broken)
+
+    def release(self, key: K) -> bool:
+        """Retire `key`'s resources; `True` if one was open.
+
+        Returns once each is closed, or retired if held (never waits for
+        holders: the caller may be one).
+        """
         return cast(bool, self._ref.ask(Release(key)))
 
-    def contains(self, key: Hashable) -> bool:
-        """Whether a resource exists (open or being created) for ``key``."""
+    def contains(self, key: K) -> bool:
+        """Whether a resource exists (open or being created) for `key`."""
         return cast(bool, self._ref.ask(Contains(key)))
 
     def release_all(self) -> None:
-        """Close every resource; returns once none of them exists."""
+        """Retire every resource; returns once each is closed or, if held, retired."""
         self._ref.ask(ReleaseAll())
 
     def stats(self) -> Stats:
         """A snapshot of the pool's gauges and counters."""
         return cast(Stats, self._ref.ask(GetStats()))
 
-    def all(self) -> Iterator[tuple[Hashable, T]]:
-        """Iterate ``(key, resource)`` over a snapshot, in creation order."""
-        return iter(cast(list[tuple[Hashable, T]], self._ref.ask(ListResources())))
+    def all(self) -> Iterator[tuple[K, T]]:
+        """Iterate `(key, resource)` over a snapshot, in creation order."""
+        return iter(cast(list[tuple[K, T]], self._ref.ask(ListResources())))
 
     def walk(
         self,
-    ) -> tuple[
-        Callable[[], tuple[Hashable | None, T | None, bool]], Callable[[], None]
-    ]:
-        """A pull iterator over a snapshot: ``next, stop = pool.walk()``.
+    ) -> tuple[Callable[[], tuple[K | None, T | None, bool]], Callable[[], None]]:
+        """A pull iterator over a snapshot: `next, stop = pool.walk()`.
 
-        ``next()`` returns ``(key, resource, True)`` per resource, then
-        ``(None, None, False)``; ``stop()`` ends the iteration early.
+        `next()` returns `(key, resource, True)` per resource, then
+        `(None, None, False)`; `stop()` ends the iteration early.
         """
-        items: Iterator[tuple[Hashable, T]] | None = self.all()
+        items: Iterator[tuple[K, T]] | None = self.all()
 
-        def next_() -> tuple[Hashable | None, T | None, bool]:
+        def next_() -> tuple[K | None, T | None, bool]:
             nonlocal items
             if items is not None:
                 for key, value in items:
@@ -140,31 +182,29 @@ class Pool(Generic[T]):
 
         return next_, stop
 
-    def prewarm(self, keys: Iterable[Hashable]) -> dict[Hashable, str]:
-        """Create resources for ``keys`` ahead of demand, as far as the cap allows.
+    def prewarm(self, keys: Iterable[K]) -> dict[K, str]:
+        """Create resources for `keys` ahead of demand, as far as the cap allows.
 
-        Returns, per key: ``"created"``, ``"open"``, ``"not_created"`` or
-        ``"failed"``.
+        Returns, per key: `"created"`, `"open"`, `"not_created"` or `"failed"`.
         """
-        return cast(dict[Hashable, str], self._ref.ask(Prewarm(keys)))
+        return cast(dict[K, str], self._ref.ask(Prewarm(keys)))
 
-    def refresh(self, key: Hashable) -> bool:
-        """Replace ``key``'s resource with a fresh one; ``False`` if none was open."""
+    def refresh(self, key: K) -> bool:
+        """Replace `key`'s resource with a fresh one; `False` if none was open."""
         return cast(bool, self._ref.ask(Refresh(key)))
 
     def close(self) -> None:
         """Fail waiters, close every resource and stop every actor. Idempotent.
 
-        Returns once every thread of the pool has ended, except one stuck in
-        user code (abandoned after ``close_timeout``).
+        Held resources drain first (up to `drain_timeout`). Returns once every
+        thread of the pool has ended, except one stuck in user code.
         """
-        self._ref.stop(block=True)
+        future = cast(PoolFuture[Any], self._ref.ask(stop_message(), block=False))
+        try:
+            future.get(timeout=self._close_bound())
+        except Exception:
+            return
         self._ref.join(self.options.close_timeout)
-
-    @property
-    def closed(self) -> bool:
-        """Whether the pool has been closed."""
-        return not self._ref.is_alive()
 
     def __enter__(self) -> Self:
         return self

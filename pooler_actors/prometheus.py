@@ -28,38 +28,10 @@ from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from pooler_actors.errors import PoolClosedError
 from pooler_actors.messages import GetStats
-from pooler_actors.stats import COUNTERS, GAUGES, Stats
+from pooler_actors.stats import COUNTERS, GAUGES, HELP, Stats
 
 __all__ = ["HELP", "PoolCollector", "metric_name"]
 
-HELP: dict[str, str] = {
-    "max_open_resources": "The cap on resources that exist at once.",
-    "open_resources": "Resources that exist: being created, open or being closed.",
-    "wait_count": "Callers queued for a free slot now.",
-    "creating": "Resources whose factory is running.",
-    "open": "Resources created and ready to be handed out.",
-    "closing": "Resources whose close() has been asked for and has not finished.",
-    "max_wait": "The longest single wait of a queued caller, in seconds.",
-    "wait_duration": "Total seconds queued callers spent blocked.",
-    "acquires": "Acquire messages received.",
-    "hits": "Acquires answered at once from an open resource.",
-    "joins": "Acquires that joined a creation already in flight for their key.",
-    "created": "Resources the factory made successfully.",
-    "factory_errors": "Factory calls that raised, returned a non-Reusable or hung.",
-    "waits": "Acquires that queued for a free slot.",
-    "timeouts": "Acquires that timed out or were given up by their caller.",
-    "rejected": "Acquires refused because max_waiting callers already waited.",
-    "releases": "Resources closed by Release or ReleaseAll.",
-    "health_checks": "Health checks run.",
-    "health_evictions": "Resources evicted because ping() raised or timed out.",
-    "abandoned": "Resources whose actor got stuck in user code and was given up on.",
-    "close_errors": "close() calls that raised.",
-    "lifetime_expired": "Resources closed because they reached max_lifetime.",
-    "idle_expired": "Resources closed because they were idle for max_idle_time.",
-    "prewarmed": "Resources created by Prewarm.",
-    "refreshed": "Resources replaced by Refresh.",
-}
-"""One line of help per :class:`Stats` field, shown as the metric's ``# HELP``."""
 
 _SECONDS = frozenset({"wait_duration", "max_wait"})
 

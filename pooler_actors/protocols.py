@@ -11,6 +11,7 @@ __all__ = ["Factory", "Pooler", "Reusable"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
 
 
 @runtime_checkable
@@ -30,18 +31,18 @@ parameter, else ``factory()``."""
 
 
 @runtime_checkable
-class Pooler(Protocol[T_co]):
+class Pooler(Protocol[K_contra, T_co]):
     """The Go package's ``Pooler`` interface; :class:`~pooler_actors.Pool` has it."""
 
-    def acquire(self, key: Hashable, timeout: float | None = None) -> T_co:
+    def acquire(self, key: K_contra, timeout: float | None = None) -> T_co:
         """Return the resource for ``key``, creating it when needed."""
         ...
 
-    def release(self, key: Hashable) -> bool:
+    def release(self, key: K_contra) -> bool:
         """Close and remove the resource for ``key``."""
         ...
 
-    def contains(self, key: Hashable) -> bool:
+    def contains(self, key: K_contra) -> bool:
         """Whether a resource exists for ``key``."""
         ...
 

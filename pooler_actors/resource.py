@@ -29,10 +29,10 @@ __all__ = [
 class BaseResourceActor(pykka.Actor):
     """Holds one resource for the supervisor (the runtime comes from a subclass).
 
-    Its life: ``on_start`` runs the factory and reports ``Ready`` or
-    ``Failed``; ``Ping`` messages run ``ping()``; stopping the actor (by the
-    supervisor, or by ``ActorRegistry.stop_all()``) closes the resource once
-    and reports ``Closed``.
+    Its life: `on_start` runs the factory and reports `Ready` or `Failed`;
+    `Ping` messages run `ping()`; stopping the actor (by the supervisor, or
+    by `ActorRegistry.stop_all()`) closes the resource, if any, and reports
+    `Closed` — always the actor's last report, sent exactly once.
     """
 
     #: The actor's own thread, if its runtime has one (joined at pool close).
@@ -46,18 +46,20 @@ class BaseResourceActor(pykka.Actor):
         factory: Callable[..., Any],
         pass_key: bool,
         *,
+        attempt: int = 0,
         pool_name: str = "pool",
         executor: Executor | None = None,
     ) -> None:
         super().__init__(executor=executor)
         self.rid = rid
+        self.attempt = attempt
         self.key = key
         self._supervisor = supervisor
         self._factory = factory
         self._pass_key = pass_key
         self._pool_name = pool_name
         self._resource: Any = None
-        #: Set once the resource is closed, or once it is known none exists.
+        #: Set once the actor's last report (`Closed`) was sent.
         self.finished = threading.Event()
 
     def _report(self, message: object) -> None:
@@ -65,21 +67,23 @@ class BaseResourceActor(pykka.Actor):
         with contextlib.suppress(pykka.ActorDeadError):
             self._supervisor.tell(message)
 
+    # User code may raise anything, KeyboardInterrupt and SystemExit included:
+    # each is contained and reported, never allowed to stop other actors.
+
     def on_start(self) -> None:
         try:
             resource = self._factory(self.key) if self._pass_key else self._factory()
-            if not isinstance(resource, Reusable):
+            if not isinstance(resource, Reusable) or isinstance(resource, type):
                 raise TypeError(
-                    f"factory returned {type(resource).__name__}, which is not "
-                    "Reusable (it needs close() and ping())"
+                    f"factory returned {resource!r}, which is not a Reusable "
+                    "instance (it needs close() and ping())"
                 )
-        except Exception as error:
-            self.finished.set()
-            self._report(Failed(self.rid, error))
+        except BaseException as error:
+            self._report(Failed(self.rid, self.attempt, error))
             self.stop()
             return
         self._resource = resource
-        self._report(Ready(self.rid, resource))
+        self._report(Ready(self.rid, self.attempt, resource))
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Ping):
@@ -87,7 +91,7 @@ class BaseResourceActor(pykka.Actor):
             try:
                 if self._resource is not None:
                     self._resource.ping()
-            except Exception as exc:
+            except BaseException as exc:
                 error = exc
             self._report(PingResult(self.rid, message.seq, error))
             return None
@@ -100,19 +104,18 @@ class BaseResourceActor(pykka.Actor):
         self._close()
 
     def _close(self) -> None:
-        resource, self._resource = self._resource, None
-        if resource is None:
-            if not self.finished.is_set():
-                self.finished.set()
-                self._report(Closed(self.rid, None))
+        """Close the resource, if any, and send the actor's last report once."""
+        if self.finished.is_set():
             return
+        resource, self._resource = self._resource, None
         error: BaseException | None = None
-        try:
-            resource.close()
-        except Exception as exc:
-            error = exc
+        if resource is not None:
+            try:
+                resource.close()
+            except BaseException as exc:
+                error = exc
         self.finished.set()
-        self._report(Closed(self.rid, error))
+        self._report(Closed(self.rid, self.attempt, error))
 
 
 class ThreadResourceActor(BaseResourceActor, pykka.ThreadingActor):

@@ -258,7 +258,7 @@ class OpMix:
 
 
 def random_op(
-    pool: Pool[Any],
+    pool: Pool[Any, Any],
     rng: random.Random,
     *,
     keys: list[str],

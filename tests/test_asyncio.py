@@ -44,7 +44,7 @@ async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10) -
             await asyncio.sleep(0.002)
 
 
-def new_pool(factory: Factory, **options: Any) -> AsyncPool[Res]:
+def new_pool(factory: Factory, **options: Any) -> AsyncPool[str, Res]:
     options.setdefault("health_check_interval", None)
     return AsyncPool(factory, **options)
 
@@ -162,7 +162,7 @@ def test_prewarm_and_refresh() -> None:
 def test_async_with_closes_the_pool_and_its_resources() -> None:
     factory = Factory()
 
-    async def main() -> AsyncPool[Res]:
+    async def main() -> AsyncPool[str, Res]:
         async with new_pool(factory) as pool:
             await pool.acquire("a")
             await pool.acquire("b")
@@ -241,7 +241,7 @@ def test_bad_arguments_raise_in_the_caller() -> None:
 
 
 async def _hold_slot_and_queue(
-    pool: AsyncPool[Res], queued_key: str
+    pool: AsyncPool[str, Res], queued_key: str
 ) -> asyncio.Task[Res]:
     """Fill the one slot with ``"held"``; start a task that queues for a slot."""
     await pool.acquire("held")

@@ -47,7 +47,7 @@ MIX = OpMix(
 
 
 def _client(
-    pool: Pool[Any], seed: int, errors: list[str], counts: Counter[str]
+    pool: Pool[Any, Any], seed: int, errors: list[str], counts: Counter[str]
 ) -> None:
     rng = random.Random(seed)
     for _ in range(OPS_PER_THREAD):
@@ -58,7 +58,7 @@ def _client(
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_faults_keep_every_invariant(seed: int) -> None:
     lab = Lab(CAP, seeded_plans(seed, WEIGHTS))
-    pool: Pool[Any] = Pool(
+    pool: Pool[Any, Any] = Pool(
         lab.factory,
         max_open_resources=CAP,
         health_check_interval=0.02,

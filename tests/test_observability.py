@@ -122,7 +122,7 @@ def wait_event(logs: Log, name: str, n: int = 1, **fields: Any) -> dict[str, Any
     return found(logs, name, **fields)[n - 1]
 
 
-def stats_when(pool: Pool[Any], predicate: Any) -> Stats:
+def stats_when(pool: Pool[Any, Any], predicate: Any) -> Stats:
     """The pool's stats, once ``predicate(stats)`` holds."""
     wait_for(lambda: predicate(pool.stats()))
     return pool.stats()
@@ -146,7 +146,7 @@ def in_thread(fn: Any, *args: Any) -> tuple[threading.Thread, list[Any]]:
 
 
 def test_pool_started_and_closed_events(logs: Log, plan: Plan) -> None:
-    pool: Pool[Conn] = Pool(plan, name="life", max_open_resources=3)
+    pool: Pool[str, Conn] = Pool(plan, name="life", max_open_resources=3)
     started = wait_event(logs, "pool.started")
     assert started == {
         "event": "pool.started",
@@ -299,7 +299,7 @@ def test_wait_of_a_caller_who_gave_up_is_counted_once(logs: Log, plan: Plan) -> 
         first = ref.ask(Acquire("b"), block=False)
         gave_up = ref.ask(Acquire("b"), block=False)
         wait_event(logs, "pool.acquire.queued", 2, key="b")
-        gave_up.owner = None  # withdraw now, tell the pool later
+        gave_up.on_withdraw = None  # withdraw now, tell the pool later
         assert gave_up.withdraw(pykka.Timeout("gave up"))
         pool.release("a")  # the first caller's creation takes the other along
         assert isinstance(first.get(timeout=10), Conn)

@@ -94,11 +94,11 @@ def rec() -> Recorder:
     return Recorder()
 
 
-def waiting(pool: Pool[Any], n: int) -> None:
+def waiting(pool: Pool[Any, Any], n: int) -> None:
     wait_for(lambda: pool.stats().wait_count == n)
 
 
-def start_acquire(pool: Pool[Any], key: Hashable, **kw: Any) -> dict[str, Any]:
+def start_acquire(pool: Pool[Any, Any], key: Hashable, **kw: Any) -> dict[str, Any]:
     """Acquire in a thread; the returned dict gets 'value' or 'error' and 'done'."""
     out: dict[str, Any] = {"done": threading.Event()}
 

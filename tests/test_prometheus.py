@@ -116,7 +116,7 @@ def test_a_second_collector_with_the_same_names_is_refused() -> None:
 
 def test_a_closed_pool_contributes_no_samples() -> None:
     registry = CollectorRegistry()
-    pool: Pool[Conn] = Pool(Conn, name="gone", health_check_interval=None)
+    pool: Pool[str, Conn] = Pool(Conn, name="gone", health_check_interval=None)
     PoolCollector(pool, registry=registry)
     assert sample(registry, "pooler_actors_acquires_total", "gone") == 0
     pool.close()

@@ -44,18 +44,18 @@ def plans(**by_key: Plan) -> Callable[[Hashable, int], Plan]:
 
 
 @pytest.fixture
-def lab_pool() -> Iterator[Callable[..., tuple[Lab, Pool[Any]]]]:
+def lab_pool() -> Iterator[Callable[..., tuple[Lab, Pool[Any, Any]]]]:
     """Make ``(lab, pool)`` pairs; open every gate and close every pool at the end."""
-    made: list[tuple[Lab, Pool[Any]]] = []
+    made: list[tuple[Lab, Pool[Any, Any]]] = []
 
     def make(
         cap: int = 2,
         plan: Callable[[Hashable, int], Plan] | None = None,
         **options: Any,
-    ) -> tuple[Lab, Pool[Any]]:
+    ) -> tuple[Lab, Pool[Any, Any]]:
         lab = Lab(cap, plan or plans())
         options.setdefault("health_check_interval", None)
-        pool: Pool[Any] = Pool(
+        pool: Pool[Any, Any] = Pool(
             lab.factory, max_open_resources=cap, logger=lab.recorder, **options
         )
         made.append((lab, pool))
@@ -70,7 +70,7 @@ def lab_pool() -> Iterator[Callable[..., tuple[Lab, Pool[Any]]]]:
         assert not lab.violations, lab.violations
 
 
-def health_check(lab: Lab, pool: Pool[Any]) -> dict[str, Any]:
+def health_check(lab: Lab, pool: Pool[Any, Any]) -> dict[str, Any]:
     """Run one health check now and return its ``pool.health.finished`` fields."""
     before = len(lab.recorder.named("pool.health.finished"))
     pool.actor_ref.tell(HealthTick())
@@ -93,7 +93,7 @@ def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     return thread, out
 
 
-def queued(pool: Pool[Any], n: int) -> None:
+def queued(pool: Pool[Any, Any], n: int) -> None:
     wait_for(lambda: pool.stats().wait_count == n)
 
 
@@ -393,7 +393,7 @@ def test_broken_logging_never_stops_the_pool(
 @pytest.mark.parametrize("how", ["pool_close", "ref_stop", "stop_all"])
 def test_shutdown_closes_everything_once_and_fails_waiters(how: str) -> None:
     lab = Lab(2)
-    pool: Pool[Any] = Pool(
+    pool: Pool[Any, Any] = Pool(
         lab.factory,
         max_open_resources=2,
         health_check_interval=0.05,  # the ticker runs too

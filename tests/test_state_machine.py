@@ -52,7 +52,7 @@ class PoolMachine(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
         self.lab = Lab(CAP, lambda key, _n: Plan(factory=RAISE if key == BAD else "ok"))
-        self.pool: Pool[Res] = Pool(
+        self.pool: Pool[str, Res] = Pool(
             self.lab.factory,
             max_open_resources=CAP,
             health_check_interval=None,

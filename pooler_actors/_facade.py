@@ -1,0 +1,63 @@
+"""What [Pool][pooler_actors.Pool] and [AsyncPool][pooler_actors.AsyncPool]
+share: building the options, starting the supervisor, naming, typing.
+
+The facades hold no pool state: each call is one message to the supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar, cast
+
+from pooler_actors.options import PoolOptions, build_options
+from pooler_actors.supervisor import PoolRef, PoolSupervisor
+
+__all__ = ["FacadeBase", "K", "T"]
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+
+class FacadeBase(Generic[K, T]):
+    """Starts a [PoolSupervisor][pooler_actors.PoolSupervisor] for a facade."""
+
+    def __init__(
+        self,
+        factory: Callable[[K], T] | Callable[[], T],
+        *,
+        options: PoolOptions | None = None,
+        logger: Any = None,
+        **option_fields: Any,
+    ) -> None:
+        opts = build_options(options, option_fields)
+        self.options = opts
+        self.name = opts.name
+        self._ref = cast(PoolRef, PoolSupervisor.start(factory, opts, logger=logger))
+
+    def __repr__(self) -> str:
+        state = "open" if self._ref.is_alive() else "closed"
+        return f"<{type(self).__name__} {self.name!r} ({state})>"
+
+    @property
+    def actor_ref(self) -> PoolRef:
+        """The supervisor's ref, for `ask`/`tell` from actors."""
+        return self._ref
+
+    @property
+    def closed(self) -> bool:
+        """Whether the pool has been closed."""
+        return not self._ref.is_alive()
+
+    def _close_bound(self) -> float:
+        """How long `close()` may wait: closes, then held resources draining."""
+        return self.options.close_timeout + self.options.drain_timeout + 1.0
+
+    def _broken(self, error: BaseException) -> bool:
+        """Whether `error` leaving a lease block means the resource is broken."""
+        is_broken = self.options.is_broken
+        if is_broken is None or not isinstance(error, Exception):
+            return False
+        with contextlib.suppress(Exception):
+            return bool(is_broken(error))
+        return False

@@ -1,0 +1,74 @@
+"""A resource's lifecycle: its phases and every legal transition, in one table.
+
+Part of the pure core: no threads, no clock, no I/O. The core moves a resource
+only through [advance][pooler_actors._lifecycle.advance], which raises on an
+edge the table does not list, so an impossible sequence of reports is a loud
+bug instead of a silently corrupted pool.
+
+    RESERVING --granted--> CREATING --ready--> OPEN --drain--> RETIRING
+    RESERVING --cancelled--> GONE          OPEN --close--> CLOSING
+    CREATING --failed--> GONE              RETIRING --close--> CLOSING
+    CREATING --timed_out--> ABANDONED      CLOSING --closed--> GONE
+    ABANDONED --closed--> GONE             CLOSING --timed_out--> ABANDONED
+    CREATING, OPEN, RETIRING --closed--> GONE  (the actor stopped unasked)
+
+A resource counts toward the cap from RESERVING to CLOSING. ABANDONED (its
+actor is stuck in user code) frees the local slot but keeps a global one, if
+it holds one, until the actor really ends. GONE is the one exit.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = ["COUNTED", "TRANSITIONS", "IllegalTransition", "Phase", "advance"]
+
+
+class Phase(Enum):
+    """Where a resource is in its life."""
+
+    RESERVING = "reserving"  # waiting for a fleet-wide slot before the factory runs
+    CREATING = "creating"  # the factory runs (or waits for a retry)
+    OPEN = "open"  # ready; handed out while it is in the key map
+    RETIRING = "retiring"  # out of the key map, waiting for its holders
+    CLOSING = "closing"  # close() asked for, not finished
+    ABANDONED = "abandoned"  # its actor is stuck in user code; slot freed
+    GONE = "gone"  # closed, failed or cancelled: the one exit
+
+
+#: The phases that take a slot under ``max_open_resources``.
+COUNTED = frozenset(
+    {Phase.RESERVING, Phase.CREATING, Phase.OPEN, Phase.RETIRING, Phase.CLOSING}
+)
+
+TRANSITIONS: dict[tuple[Phase, str], Phase] = {
+    (Phase.RESERVING, "granted"): Phase.CREATING,
+    (Phase.RESERVING, "cancelled"): Phase.GONE,
+    (Phase.CREATING, "ready"): Phase.OPEN,
+    (Phase.CREATING, "failed"): Phase.GONE,
+    (Phase.CREATING, "timed_out"): Phase.ABANDONED,
+    (Phase.CREATING, "closed"): Phase.GONE,  # its actor stopped unasked
+    (Phase.OPEN, "drain"): Phase.RETIRING,
+    (Phase.OPEN, "close"): Phase.CLOSING,
+    (Phase.OPEN, "closed"): Phase.GONE,  # its actor stopped unasked
+    (Phase.RETIRING, "close"): Phase.CLOSING,
+    (Phase.RETIRING, "closed"): Phase.GONE,  # its actor stopped unasked
+    (Phase.CLOSING, "closed"): Phase.GONE,
+    (Phase.CLOSING, "timed_out"): Phase.ABANDONED,
+    (Phase.ABANDONED, "closed"): Phase.GONE,
+}
+"""``(phase, event) -> next phase``: every edge a resource may take."""
+
+
+class IllegalTransition(RuntimeError):
+    """The core tried to move a resource along an edge the table does not have."""
+
+
+def advance(phase: Phase, event: str) -> Phase:
+    """The phase after ``event`` in ``phase``; raise on an illegal edge."""
+    try:
+        return TRANSITIONS[phase, event]
+    except KeyError:
+        raise IllegalTransition(
+            f"no transition from {phase.value!r} on {event!r}"
+        ) from None

@@ -1,0 +1,76 @@
+"""Every use of pykka beyond its public API and its actor-implementor hooks.
+
+pykka documents `_create_actor_inbox`, `_create_future` and
+`_start_actor_loop` for those who implement actor types; everything else the
+pool needs of pykka's insides is here, one line each, with why. pykka is
+pinned below its next major version for these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pykka
+from pykka._envelope import (
+    Envelope,
+)  # the inbox item: our refs and timers post their own
+from pykka.messages import (
+    _ActorStop,
+)  # what ActorRef.stop() sends: we handle it ourselves
+
+__all__ = [
+    "Envelope",
+    "is_stop",
+    "log_returned_exception",
+    "register_before",
+    "set_ref",
+    "start_loop",
+    "stop_message",
+]
+
+
+def is_stop(message: object) -> bool:
+    """Whether `message` is pykka's request to stop the actor."""
+    return isinstance(message, _ActorStop)
+
+
+def stop_message() -> Any:
+    """A stop request, as `ActorRef.stop()` sends it."""
+    return _ActorStop()
+
+
+def set_ref(actor: pykka.Actor, ref: pykka.ActorRef[Any]) -> None:
+    """Give `actor` a ref of our own class (pykka has no hook for the ref type)."""
+    actor._actor_ref = ref
+
+
+def start_loop(actor: pykka.Actor) -> None:
+    """Start an actor that the pool registered itself (see `register_before`)."""
+    actor._start_actor_loop()
+
+
+def register_before(ref: pykka.ActorRef[Any], supervisor: pykka.ActorRef[Any]) -> None:
+    """Register a resource actor in pykka's registry just before its supervisor.
+
+    `ActorRegistry.stop_all()` stops the newest actors first. Listed as older
+    than their supervisor, a pool's resource actors are stopped after it, so
+    the supervisor shuts its pool down in its own order: its waiters get
+    `PoolClosedError` instead of a fresh resource for the slot `stop_all` just
+    freed by stopping a resource actor.
+    """
+    registry = pykka.ActorRegistry
+    # The registry has no "insert at": its lock and list are its only API for it.
+    with registry._actor_refs_lock:
+        refs = registry._actor_refs
+        for index in range(len(refs) - 1, -1, -1):
+            if refs[index] is supervisor:
+                refs.insert(index, ref)
+                return
+        refs.append(ref)  # the supervisor is stopping: it stops this actor itself
+
+
+def log_returned_exception(actor: pykka.Actor) -> None:
+    """Log an exception returned to an asker, as pykka's own loop does."""
+    pykka._actor.logger.info(
+        f"Exception returned from {actor} to caller:", exc_info=True
+    )

@@ -1,0 +1,110 @@
+"""The supervisor's ref and mailbox: where callers' threads meet the pool.
+
+`PoolRef.ask` puts the request in the supervisor's mailbox with a
+[PoolFuture][pooler_actors._future.PoolFuture] of its own; a caller that gives
+up withdraws that future, which tells the supervisor. Once the pool has
+stopped, the mailbox answers anything put in it at once, so nobody hangs.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, cast
+
+import pykka
+
+from pooler_actors._future import PoolFuture
+from pooler_actors._messages import Withdraw
+from pooler_actors._pykka import Envelope, is_stop
+from pooler_actors.errors import PoolClosedError
+
+__all__ = ["Mailbox", "PoolRef"]
+
+
+class PoolRef(pykka.ActorRef[Any]):
+    """The supervisor's `ActorRef`.
+
+    Behaves as pykka's, with three additions: an `ask(..., timeout=t)` that
+    gives up withdraws the caller (it is never granted anything afterwards),
+    a stopped pool answers with [PoolClosedError][pooler_actors.PoolClosedError],
+    and a blocking ask from the pool's own thread (a structlog processor, a
+    callback) raises `RuntimeError` at once instead of deadlocking.
+    """
+
+    pool_name: str = "pool"
+    #: The supervisor's thread, joined by `close()` so no thread is left.
+    thread: threading.Thread | None = None
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the supervisor's thread to end (after a stop)."""
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def ask(
+        self, message: Any, *, block: bool = True, timeout: float | None = None
+    ) -> Any:
+        if block and threading.current_thread() is self.thread:
+            raise RuntimeError(
+                f"pool {self.pool_name!r} was called from its own thread (a "
+                "structlog processor or a callback run by the pool); it cannot "
+                "answer itself: call it from another thread or use block=False"
+            )
+        future: PoolFuture[Any] = PoolFuture()
+        future.on_withdraw = lambda: self.tell(Withdraw(future))
+        cast(Mailbox, self.actor_inbox).put(Envelope(message, reply_to=future))
+        if not block:
+            return future
+        try:
+            return future.get(timeout=timeout)
+        except pykka.Timeout:
+            if future.withdraw(pykka.Timeout(f"{timeout} seconds")):
+                raise
+            return future.get(timeout=0)  # settled just before we gave up
+        except BaseException as interrupt:
+            # KeyboardInterrupt (or any other) while waiting: the caller gave
+            # up, so it must never be granted anything afterwards.
+            if future.withdraw(interrupt):
+                raise
+            return future.get(timeout=0)
+
+    def tell(self, message: Any) -> None:
+        if not self.is_alive():
+            raise PoolClosedError(self.pool_name)
+        self.actor_inbox.put(Envelope(message))
+
+
+class Mailbox(queue.SimpleQueue[Envelope[Any]]):
+    """The supervisor's inbox. Once closed, anything put in is answered at once.
+
+    This closes pykka's window between an ask's "is it alive?" check and its
+    `put`: a message that lands after the supervisor drained its inbox is
+    answered with `PoolClosedError` by the sender itself (a stop with `None`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed_as: str | None = None  # the pool's name once closed
+
+    def put(
+        self, item: Envelope[Any], block: bool = True, timeout: float | None = None
+    ) -> None:
+        super().put(item)
+        if self.closed_as is not None:
+            self.drain()
+
+    def drain(self) -> None:
+        """Answer everything still queued (the pool is closed)."""
+        assert self.closed_as is not None
+        while True:
+            try:
+                envelope = self.get_nowait()
+            except queue.Empty:
+                return
+            reply = envelope.reply_to
+            if isinstance(reply, PoolFuture):
+                if is_stop(envelope.message):
+                    reply.try_set(None)
+                else:
+                    reply.try_fail(PoolClosedError(self.closed_as))
