@@ -6,9 +6,11 @@ Acquire a resource by key from threads (:class:`Pool`), asyncio
 health and reports every event through structlog.
 """
 
+from pooler_actors._capacity import GlobalCapacity
 from pooler_actors.aio import AsyncPool
 from pooler_actors.errors import (
     AcquireTimeout,
+    CapacityUnavailable,
     FactoryError,
     PoolClosedError,
     TooManyWaiters,
@@ -36,10 +38,12 @@ __all__ = [
     "Acquire",
     "AcquireTimeout",
     "AsyncPool",
+    "CapacityUnavailable",
     "Contains",
     "Factory",
     "FactoryError",
     "GetStats",
+    "GlobalCapacity",
     "ListResources",
     "Pool",
     "PoolClosedError",
