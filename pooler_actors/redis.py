@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -257,6 +258,19 @@ class RedisCapacity:
         client_options: More keyword arguments for `redis.Redis.from_url`
             (TLS files, `username`, `password`, ...).
 
+    Attributes:
+        name: The semaphore's name.
+        limit: Slots in the whole fleet.
+        lease_ttl: Seconds a lease lasts without renewal.
+        on_unavailable: What creations do while the server is unreachable.
+        keys: The semaphore's keys on the server (limit, holders, queue,
+            waiters, seq).
+        channel: The pub/sub channel grants are published on.
+
+    The [GlobalCapacity][pooler_actors.GlobalCapacity] methods are called by
+    one pool's capacity thread only; `check` and `usage` may be called from
+    any thread.
+
     Raises:
         ValueError: An argument is out of range (the message names it).
     """
@@ -308,6 +322,7 @@ class RedisCapacity:
             "retry_on_timeout": False,
         }
         self._client: redis.Redis | None = None
+        self._client_lock = threading.Lock()
         self._scripts: dict[str, Any] = {}
         self._pubsub: Any = None
         self._pubsub_denied = False
@@ -378,8 +393,9 @@ class RedisCapacity:
     def close(self) -> None:
         """Drop the connections; the next call reconnects."""
         self._drop_pubsub()
-        client, self._client = self._client, None
-        self._scripts.clear()
+        with self._client_lock:
+            client, self._client = self._client, None
+            self._scripts.clear()
         if client is not None:
             client.close()
 
@@ -413,9 +429,10 @@ class RedisCapacity:
     # -- internals -------------------------------------------------------------
 
     def _redis(self) -> redis.Redis:
-        if self._client is None:
-            self._client = redis.Redis.from_url(self.url, **self._options)
-        return self._client
+        with self._client_lock:  # check/usage may run beside the pool's thread
+            if self._client is None:
+                self._client = redis.Redis.from_url(self.url, **self._options)
+            return self._client
 
     def _script(self, what: str, source: str, args: list[str]) -> list[Any]:
         def run() -> Any:
