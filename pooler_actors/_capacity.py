@@ -166,7 +166,8 @@ class CapacityDriver:
     unless `cancel` came first. A callback may still arrive for a rid just
     cancelled or released, if the engine answered as the pool withdrew it:
     the driver has already given the slot back, so the pool ignores it.
-    No callback starts once `close` was called.
+    No callback starts once `close` was called. A callback may call the
+    driver's methods (no lock is held while it runs).
 
     Tokens are `<driver uuid>:<rid>`: rids of several processes never clash;
     a rid must not be reserved again while it is reserved or held.

@@ -5,7 +5,7 @@
 shared by every process that names it, for
 `Pool(connect, max_open_resources=20, global_capacity=cap)`.
 
-The key space of one semaphore, all under one hash tag (one cluster slot):
+The key space of one semaphore, all under one hash tag (one hash slot):
 
 | key `{pooler:<name>}:...` | type | holds |
 | --- | --- | --- |
