@@ -6,9 +6,11 @@ Acquire a resource by key from threads (:class:`Pool`), asyncio
 health and reports every event through structlog.
 """
 
+from pooler_actors._capacity import GlobalCapacity
 from pooler_actors.aio import AsyncPool
 from pooler_actors.errors import (
     AcquireTimeout,
+    CapacityUnavailable,
     FactoryError,
     PoolClosedError,
     TooManyWaiters,
@@ -39,12 +41,14 @@ __all__ = [
     "Acquire",
     "AcquireTimeout",
     "AsyncPool",
+    "CapacityUnavailable",
     "Checkin",
     "Checkout",
     "Contains",
     "Factory",
     "FactoryError",
     "GetStats",
+    "GlobalCapacity",
     "Lease",
     "ListResources",
     "Pool",

@@ -6,7 +6,13 @@ from collections.abc import Hashable
 
 import pykka
 
-__all__ = ["AcquireTimeout", "FactoryError", "PoolClosedError", "TooManyWaiters"]
+__all__ = [
+    "AcquireTimeout",
+    "CapacityUnavailable",
+    "FactoryError",
+    "PoolClosedError",
+    "TooManyWaiters",
+]
 
 
 class FactoryError(Exception):
@@ -50,3 +56,24 @@ class TooManyWaiters(RuntimeError):
         )
         self.key = key
         self.max_waiting = max_waiting
+
+
+class CapacityUnavailable(Exception):
+    """The fleet-wide capacity engine could not answer, so no global slot was had.
+
+    Raised by a global capacity (such as
+    [RedisCapacity][pooler_actors.redis.RedisCapacity]) when its server is
+    unreachable, paused past the socket timeout, or refuses the request; a
+    pool reports it as the `__cause__` of the
+    [AcquireTimeout][pooler_actors.AcquireTimeout] of a creation that failed
+    closed. `__cause__` of this exception is the engine's own error.
+
+    Attributes:
+        capacity: The name of the global capacity (the semaphore's name).
+        reason: What went wrong, in a few words.
+    """
+
+    def __init__(self, capacity: str, reason: str) -> None:
+        super().__init__(f"global capacity {capacity!r} unavailable: {reason}")
+        self.capacity = capacity
+        self.reason = reason

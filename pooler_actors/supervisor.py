@@ -348,9 +348,7 @@ class PoolSupervisor(pykka.ThreadingActor):
 
     def _fleet(self) -> Any:
         if self._capacity is None:
-            from pooler_actors._capacity import (  # type: ignore[import-not-found]  # noqa: PLC0415
-                CapacityDriver,
-            )
+            from pooler_actors._capacity import CapacityDriver  # noqa: PLC0415
 
             def tell(message: object) -> None:
                 with contextlib.suppress(pykka.ActorDeadError):

