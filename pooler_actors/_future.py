@@ -27,6 +27,7 @@ __all__ = ["PoolFuture"]
 
 T = TypeVar("T")
 
+_TIMEOUT_MAX = threading.TIMEOUT_MAX
 _PENDING = 0
 _VALUE = 1
 _ERROR = 2
@@ -69,7 +70,8 @@ class PoolFuture(pykka.Future[T]):
         if self._get_hook is not None:
             return super().get(timeout=timeout)
         if self._state == _PENDING:
-            wait = -1.0 if timeout is None else max(0.0, timeout)
+            # A lock wait overflows past TIMEOUT_MAX (~292 years); cap it there.
+            wait = -1.0 if timeout is None else min(max(0.0, timeout), _TIMEOUT_MAX)
             if not self._done.acquire(timeout=wait):
                 raise pykka.Timeout(f"{timeout} seconds")
             self._done.release()
@@ -112,7 +114,17 @@ class PoolFuture(pykka.Future[T]):
         return True
 
     def add_done_callback(self, fn: Callable[[PoolFuture[T]], None]) -> None:
-        """Call ``fn(self)`` once settled, in the settling thread (now if done)."""
+        """Call `fn(self)` once settled (now, in this thread, if already done).
+
+        A callback due when the pool settles the future runs on a thread of
+        its own, never on the pool's: a callback that blocks, or that calls
+        back into the pool, cannot stall or deadlock it.
+        """
+        self._on_done(lambda future: _off_pool_thread(fn, future))
+
+    def _on_done(self, fn: Callable[[PoolFuture[T]], None]) -> None:
+        """Call `fn(self)` once settled, in the settling thread: ours only,
+        for callbacks that never block (waking an event loop)."""
         with self._guard:
             if self._state == _PENDING:
                 if self._callbacks is None:
@@ -155,7 +167,7 @@ class PoolFuture(pykka.Future[T]):
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_resolve, waiter)
 
-        self.add_done_callback(wake)
+        self._on_done(wake)
         try:
             yield from waiter.__await__()
         except asyncio.CancelledError:
@@ -182,6 +194,21 @@ def _run_callback(
                 f"pooler_actors: a done-callback of {future!r} raised:\n"
                 + traceback.format_exc()
             )
+
+
+def _off_pool_thread(
+    fn: Callable[[PoolFuture[Any]], None], future: PoolFuture[Any]
+) -> None:
+    """Run a user's callback, moving it off a pool thread if it is on one."""
+    if threading.current_thread().name.startswith("pooler_actors:"):
+        threading.Thread(
+            target=_run_callback,
+            args=(fn, future),
+            name="pooler_actors-callback",
+            daemon=True,
+        ).start()
+    else:
+        _run_callback(fn, future)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
