@@ -541,7 +541,7 @@ def test_server_restart_mid_run_every_thread_recovers(pg: PgEnv) -> None:
 
     def conductor() -> None:
         # Restart once the load runs, then stop once every thread recovered.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 20
         while tally.ok < 300 and time.monotonic() < deadline:
             if load.stop.wait(0.01):
                 return
@@ -553,7 +553,7 @@ def test_server_restart_mid_run_every_thread_recovers(pg: PgEnv) -> None:
 
     with load, pg.server.monitor([ROLE]) as monitor:
         body = load.requests(3500, TENANTS, on_error=expected)
-        hung = load.run(threads_n, body, 40.0, beside=conductor)
+        hung = load.run(threads_n, body, 25.0, beside=conductor)
         stats = load.pool.stats()
     summary(
         "restart",
