@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 import bench_hit
 import bench_load
+import bench_pg
 import bench_scale
 from _common import Row
 
@@ -34,6 +35,7 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "hit": bench_hit.run,
     "load": bench_load.run,
     "scale": bench_scale.run,
+    "pg": bench_pg.run,
 }
 
 
