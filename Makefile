@@ -16,9 +16,9 @@ demo: $(STAMP)
 	$(PY) examples/tenant_demo.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check pooler_actors tests examples benchmarks
-	$(PY) -m ruff format --check pooler_actors tests examples benchmarks
-	$(PY) -m mypy --strict pooler_actors
+	$(PY) -m ruff check pooler_actors tests examples benchmarks tools
+	$(PY) -m ruff format --check pooler_actors tests examples benchmarks tools
+	$(PY) -m mypy --strict pooler_actors tools
 
 pytest: $(STAMP)
 	$(PY) -m pytest
