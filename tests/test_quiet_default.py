@@ -12,6 +12,7 @@ import logging
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -19,6 +20,7 @@ from conftest import run_python, wait_for
 from resources import Factory
 from structlog.contextvars import bind_contextvars, clear_contextvars
 from structlog.testing import LogCapture, capture_logs
+from structlog.typing import EventDict
 
 from pooler_actors import FactoryError, Pool
 from pooler_actors._events import STDLIB_LOGGER_NAME, Events
@@ -268,7 +270,7 @@ def test_a_context_variable_named_like_a_logger_parameter_drops_no_event(
 
 
 def test_a_context_value_a_processor_cannot_take_still_emits_the_event() -> None:
-    def picky(_logger: object, _method: str, event: dict[str, object]) -> object:
+    def picky(_logger: Any, _method: str, event: EventDict) -> EventDict:
         if "unrenderable" in event:
             raise ValueError("cannot render that")
         return event
