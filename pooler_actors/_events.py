@@ -3,7 +3,7 @@
 Where an event goes is decided when it is emitted:
 
 1. the logger given to the pool (`Pool(..., logger=...)`), used as it is — a
-   structlog logger, or a stdlib `logging.Logger`;
+   structlog logger, or a stdlib `logging.Logger` or `logging.LoggerAdapter`;
 2. else, once the application configured structlog (any `structlog.configure`,
    including the one `structlog.testing.capture_logs()` makes),
    `structlog.get_logger()` of that moment;
@@ -60,6 +60,8 @@ _STDLIB = logging.getLogger(STDLIB_LOGGER_NAME)
 # stdlib's lastResort (WARNING+ to stderr) never fires for our records.
 if not any(isinstance(h, logging.NullHandler) for h in _STDLIB.handlers):
     _STDLIB.addHandler(logging.NullHandler())
+
+_StdlibLogger = logging.Logger | logging.LoggerAdapter[Any]
 
 _NO_KEY: Any = object()
 _DEBUG = logging.DEBUG
@@ -121,16 +123,20 @@ class Events:
     Args:
         pool: the pool's name, the `pool` field of every event.
         logger: where events go instead of the default (see the module doc):
-            a structlog logger, or a stdlib `logging.Logger`.
+            a structlog logger, or a stdlib `logging.Logger` or adapter.
     """
 
     __slots__ = ("_dynamic", "_logger", "_probe", "_seen", "_stdlib", "pool")
 
     def __init__(self, pool: str, logger: Any = None) -> None:
         self.pool = pool
-        # A stdlib logger given by the user is used like our own stdlib logger.
-        self._stdlib: logging.Logger | None = (
-            logger if isinstance(logger, logging.Logger) else None
+        # A stdlib logger (or adapter) given by the user is used like our own
+        # stdlib logger. An adapter's `extra` replaces ours before Python 3.13:
+        # its records then carry the fields in their message only.
+        self._stdlib: _StdlibLogger | None = (
+            logger
+            if isinstance(logger, logging.Logger | logging.LoggerAdapter)
+            else None
         )
         self._logger = None if self._stdlib is not None else logger
         # The default logger and a lazy proxy of the user's are resolved at
@@ -142,7 +148,7 @@ class Events:
             _STDLIB.isEnabledFor if self._dynamic else _level_probe(logger)
         )
 
-    def _target(self) -> logging.Logger | None:
+    def _target(self) -> _StdlibLogger | None:
         """The stdlib logger to emit to now, or None for the structlog path."""
         if self._stdlib is not None:
             return self._stdlib

@@ -297,3 +297,15 @@ def test_floats_are_rounded_to_the_microsecond() -> None:
     assert logs[0]["wait_s"] == 0.123457
     assert logs[0]["n"] == 3
     assert logs[0]["caller_float"] == 1 / 3  # the caller's values are theirs
+
+
+def test_a_user_stdlib_logger_adapter_receives_the_events(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    adapter = logging.LoggerAdapter(logging.getLogger("myapp.adapted"), {"app": "x"})
+    with caplog.at_level(logging.INFO, logger="myapp.adapted"):
+        Events("p", adapter).info("pool.release", "a", {"request_id": "r"})
+        Events("p", adapter).debug("pool.acquire.hit", "a")  # below INFO
+    assert [r.getMessage() for r in caplog.records] == [
+        "pool.release pool=p key=a request_id=r"
+    ]
