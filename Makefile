@@ -12,13 +12,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# VERBOSE=1 adds the pool's event stream (structlog, on stderr).
 demo: $(STAMP)
-	$(PY) examples/tenant_demo.py
+	$(PY) examples/tenant_demo.py $(if $(VERBOSE),--verbose,)
 
 lint: $(STAMP)
-	$(PY) -m ruff check pooler_actors tests examples benchmarks
-	$(PY) -m ruff format --check pooler_actors tests examples benchmarks
-	$(PY) -m mypy --strict pooler_actors
+	$(PY) -m ruff check pooler_actors tests examples benchmarks tools
+	$(PY) -m ruff format --check pooler_actors tests examples benchmarks tools
+	$(PY) -m mypy --strict pooler_actors tools
 
 pytest: $(STAMP)
 	$(PY) -m pytest

@@ -8,7 +8,8 @@ the silent run of the same round (median over rounds):
 
 - ``silent``: the pool's event emitter replaced by one that does nothing — the
   baseline, what a pool without logging would cost;
-- ``unconfigured``: structlog never configured (debug events are skipped);
+- ``unconfigured``: structlog never configured: events go to the stdlib logger
+  ``pooler_actors``, at its default WARNING (debug costs one ``isEnabledFor``);
 - ``filtering_info``: structlog configured with
   ``make_filtering_bound_logger(logging.INFO)`` — the production setup;
 - ``user_logger_drop_all``: the emitter of ``Pool(..., logger=...)`` given a

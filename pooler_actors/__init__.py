@@ -1,9 +1,12 @@
 """pooler_actors: a keyed pool of reusable resources, built as pykka actors.
 
-Acquire a resource by key from threads (:class:`Pool`), asyncio
-(:class:`AsyncPool`) or actors (``pool_ref.ask(Acquire(key))``); the
-:class:`PoolSupervisor` caps how many exist, queues callers fairly, checks
-health and reports every event through structlog.
+Acquire a resource by key from threads ([Pool][pooler_actors.Pool]), asyncio
+([AsyncPool][pooler_actors.AsyncPool]) or actors
+(`pool_ref.ask(Acquire(key))`); the
+[PoolSupervisor][pooler_actors.PoolSupervisor] caps how many exist, queues
+callers fairly, checks health and reports every event — to structlog once the
+application configured it, else to the stdlib logger `pooler_actors`, which
+prints nothing unless `logging` is configured.
 """
 
 from pooler_actors._capacity import GlobalCapacity

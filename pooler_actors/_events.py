@@ -1,16 +1,38 @@
-"""Emitting the pool's structlog events.
+"""Emitting the pool's events: structlog when configured, else stdlib logging.
 
-Events go through ``structlog.get_logger()`` at the moment they are emitted
-(so ``structlog.testing.capture_logs()`` and later configuration apply), or
-through the logger the user gave the pool. Debug events — one per acquire —
-are dropped without building anything when structlog was never configured,
-so an application that did not set up structlog sees no line per acquire.
+Where an event goes is decided when it is emitted:
+
+1. the logger given to the pool (`Pool(..., logger=...)`), used as it is — a
+   structlog logger, or a stdlib `logging.Logger` or `logging.LoggerAdapter`;
+2. else, once the application configured structlog (any `structlog.configure`,
+   including the one `structlog.testing.capture_logs()` makes),
+   `structlog.get_logger()` of that moment;
+3. else the stdlib logger `pooler_actors`, so the application's `logging`
+   configuration decides. Like a well-behaved library, this module attaches a
+   `logging.NullHandler` to it: an application that configured no logging at
+   all sees nothing, not even warnings (stdlib's "last resort" handler, which
+   writes WARNING and above to stderr, only applies when no handler exists).
+
+On the stdlib path the record's message is the event name followed by its
+fields as `key=value` text (`pool.acquire.created pool=tenants key=acme
+created_s=0.000213`), so a plain `logging.basicConfig()` shows what happened;
+`record.event` is the bare event name and every field is also a record
+attribute (`record.key`, `record.wait_s`), for JSON formatters and structlog's
+`ExtraAdder` — except a caller context variable named like one of
+`LogRecord`'s own attributes (`name`, `message`, ...), which is in the text only.
+
+Fields: the pool's own (`pool`, `key`, and the event's) win over the caller's
+context variables on a clash, and a context variable named `event` or `self`
+is not carried (the first is the event's name; the second cannot be passed as
+a keyword to a logger method) — the event itself is always emitted. Floats
+among the pool's fields are seconds, rounded to the microsecond.
 
 Whether debug is enabled is decided once per structlog configuration, not per
-event: the emitter remembers the configuration it probed (``is_configured``,
-wrapper class, logger factory — the objects ``structlog.configure`` replaces)
-and probes again when one of them changes. A hit acquire under a logger that
-filters out debug thus costs three identity checks and one level check.
+event: the emitter remembers the configuration it probed (`is_configured`,
+wrapper class, logger factory — the objects `structlog.configure` replaces)
+and probes again when one of them changes. A hit acquire whose debug event is
+filtered out thus costs three identity checks and one level check (on the
+stdlib path, `Logger.isEnabledFor`, which the `logging` module caches).
 """
 
 from __future__ import annotations
@@ -28,20 +50,52 @@ import structlog
 from structlog._config import _CONFIG as _LIVE_CONFIG
 from structlog._config import BoundLoggerLazyProxy
 
+__all__ = ["STDLIB_LOGGER_NAME", "Events"]
+
+STDLIB_LOGGER_NAME = "pooler_actors"
+"""The stdlib logger that receives events while structlog is unconfigured."""
+
+_STDLIB = logging.getLogger(STDLIB_LOGGER_NAME)
+# Silent unless the application configures logging: with a handler present,
+# stdlib's lastResort (WARNING+ to stderr) never fires for our records.
+if not any(isinstance(h, logging.NullHandler) for h in _STDLIB.handlers):
+    _STDLIB.addHandler(logging.NullHandler())
+
+_StdlibLogger = logging.Logger | logging.LoggerAdapter[Any]
+
 _NO_KEY: Any = object()
 _DEBUG = logging.DEBUG
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+# Context variables never carried: `event` is the event's name (the pool's own
+# field), `self` is the first parameter of every bound logger method, so a
+# keyword of that name raises "got multiple values for argument".
+_NOT_CARRIED = frozenset({"event", "self"})
+
+# Names `Logger.makeRecord` refuses in `extra` ("Attempt to overwrite ...").
+_RECORD_ATTRIBUTES = frozenset(
+    {
+        *logging.LogRecord("", 0, "", 0, "", None, None).__dict__,
+        "message",
+        "asctime",
+    }
+)
+
+# Characters after which a string field is shown as its repr in the text.
+_QUOTE_IF = frozenset(" \t\r\n=\"'")
 
 
 def _always(_level: int) -> bool:
     return True
 
 
-def _never(_level: int) -> bool:
-    return False
-
-
 def _level_probe(logger: Any) -> Callable[[int], bool]:
-    """``logger``'s "is this level enabled?" check; always yes if it has none."""
+    """`logger`'s "is this level enabled?" check; always yes if it has none."""
     for name in ("is_enabled_for", "isEnabledFor"):
         probe = getattr(logger, name, None)
         if callable(probe):
@@ -49,25 +103,58 @@ def _level_probe(logger: Any) -> Callable[[int], bool]:
     return _always
 
 
-class Events:
-    """Emits one event per state change for one pool, in the supervisor's thread."""
+def _shown(value: Any) -> str:
+    """One field value in the stdlib message text."""
+    if isinstance(value, str) and value and _QUOTE_IF.isdisjoint(value):
+        return value
+    return repr(value)
 
-    __slots__ = ("_dynamic", "_logger", "_probe", "_seen", "pool")
+
+def _text(event: str, fields: dict[str, Any]) -> str:
+    """`event k=v k=v`: the message of a stdlib record."""
+    if not fields:
+        return event
+    return f"{event} " + " ".join(f"{k}={_shown(v)}" for k, v in fields.items())
+
+
+class Events:
+    """Emits one event per state change for one pool, in the supervisor's thread.
+
+    Args:
+        pool: the pool's name, the `pool` field of every event.
+        logger: where events go instead of the default (see the module doc):
+            a structlog logger, or a stdlib `logging.Logger` or adapter.
+    """
+
+    __slots__ = ("_dynamic", "_logger", "_probe", "_seen", "_stdlib", "pool")
 
     def __init__(self, pool: str, logger: Any = None) -> None:
         self.pool = pool
-        self._logger = logger
-        # structlog's global logger and a lazy proxy of the user's are resolved
-        # at emit time, so their debug check follows structlog's configuration;
-        # a bound logger of the user's is fixed, and so is its level check.
+        # A stdlib logger (or adapter) given by the user is used like our own
+        # stdlib logger. An adapter's `extra` replaces ours before Python 3.13:
+        # its records then carry the fields in their message only.
+        self._stdlib: _StdlibLogger | None = (
+            logger
+            if isinstance(logger, logging.Logger | logging.LoggerAdapter)
+            else None
+        )
+        self._logger = None if self._stdlib is not None else logger
+        # The default logger and a lazy proxy of the user's are resolved at
+        # emit time, so their debug check follows structlog's configuration; a
+        # bound logger of the user's is fixed, and so is its level check.
         self._dynamic = logger is None or isinstance(logger, BoundLoggerLazyProxy)
         self._seen: tuple[bool, Any, Any] | None = None
         self._probe: Callable[[int], bool] = (
-            _never if self._dynamic else _level_probe(logger)
+            _STDLIB.isEnabledFor if self._dynamic else _level_probe(logger)
         )
 
-    def _get(self) -> Any:
-        return self._logger if self._logger is not None else structlog.get_logger()
+    def _target(self) -> _StdlibLogger | None:
+        """The stdlib logger to emit to now, or None for the structlog path."""
+        if self._stdlib is not None:
+            return self._stdlib
+        if self._logger is None and not _LIVE_CONFIG.is_configured:
+            return _STDLIB
+        return None
 
     def debug(
         self,
@@ -76,7 +163,7 @@ class Events:
         context: dict[str, Any] | None = None,
         **fields: Any,
     ) -> None:
-        """Per-acquire detail; skipped while structlog is unconfigured."""
+        """Per-acquire detail: costs a level check when debug is filtered out."""
         if self._dynamic:
             config = _LIVE_CONFIG
             seen = self._seen
@@ -104,12 +191,16 @@ class Events:
             _LIVE_CONFIG.default_wrapper_class,
             _LIVE_CONFIG.logger_factory,
         )
-        if self._logger is None and not structlog.is_configured():
-            # structlog's defaults print every level: stay quiet per acquire.
-            self._probe = _never
+        if self._logger is None and not _LIVE_CONFIG.is_configured:
+            # The stdlib path: its own level check follows `logging` as it
+            # changes (setLevel clears the logger's cache).
+            self._probe = _STDLIB.isEnabledFor
             return
         try:
-            bound = self._get().bind()
+            logger = (
+                self._logger if self._logger is not None else structlog.get_logger()
+            )
+            bound = logger.bind()
         except Exception:  # a logger factory that fails: let the emit show it
             self._probe = _always
             return
@@ -122,6 +213,7 @@ class Events:
         context: dict[str, Any] | None = None,
         **fields: Any,
     ) -> None:
+        """A lifecycle event: a resource created, released, expired..."""
         self._emit("info", event, key, context, fields)
 
     def warning(
@@ -131,6 +223,7 @@ class Events:
         context: dict[str, Any] | None = None,
         **fields: Any,
     ) -> None:
+        """A caller not served, a factory that failed, an eviction."""
         self._emit("warning", event, key, context, fields)
 
     def error(
@@ -140,6 +233,7 @@ class Events:
         context: dict[str, Any] | None = None,
         **fields: Any,
     ) -> None:
+        """User code the pool had to give up on, a close that raised."""
         self._emit("error", event, key, context, fields)
 
     def _emit(
@@ -150,10 +244,31 @@ class Events:
         context: dict[str, Any] | None,
         fields: dict[str, Any],
     ) -> None:
-        # Logging is user code running in the supervisor's thread: a processor
-        # or renderer that raises must not stop the pool. Say so on stderr.
+        # Logging is user code running in the supervisor's thread: a filter,
+        # processor or renderer that raises must not stop the pool.
         try:
-            getattr(self._get(), level)(event, **self._fields(key, context, fields))
+            stdlib = self._target()
+            if stdlib is not None:
+                number = _LEVELS[level]
+                if stdlib.isEnabledFor(number):
+                    out = self._fields(key, context, fields)
+                    stdlib.log(number, _text(event, out), extra=_extra(event, out))
+                return
+            logger = (
+                self._logger if self._logger is not None else structlog.get_logger()
+            )
+            method = getattr(logger, level)
+            try:
+                method(event, **self._fields(key, context, fields))
+            except Exception as error:
+                if not context:
+                    raise
+                # Maybe a caller's value the logger cannot take (a parameter
+                # name of a custom logger method, a value a processor chokes
+                # on): the event still goes out, with the pool's fields only.
+                method(
+                    event, **self._fields(key, None, fields), context_error=repr(error)
+                )
         except Exception as error:
             with contextlib.suppress(Exception):
                 sys.stderr.write(
@@ -164,10 +279,22 @@ class Events:
     def _fields(
         self, key: Hashable, context: dict[str, Any] | None, fields: dict[str, Any]
     ) -> dict[str, Any]:
-        # The caller's context first: the pool's own fields win on a clash.
-        out: dict[str, Any] = dict(context) if context else {}
-        out.update(fields)
-        out["pool"] = self.pool
+        """The event's fields: the pool's own first, then the caller's context."""
+        out: dict[str, Any] = {"pool": self.pool}
         if key is not _NO_KEY:
             out["key"] = key
+        for name, value in fields.items():
+            # The pool's floats are durations in seconds: microseconds suffice.
+            out[name] = round(value, 6) if type(value) is float else value
+        if context:
+            for name, value in context.items():
+                if name not in out and name not in _NOT_CARRIED:
+                    out[name] = value
         return out
+
+
+def _extra(event: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The record attributes of a stdlib event: its name and every safe field."""
+    extra = {k: v for k, v in fields.items() if k not in _RECORD_ATTRIBUTES}
+    extra["event"] = event
+    return extra

@@ -1,13 +1,13 @@
 """An actor type whose mailbox is drained by a shared, growable thread pool.
 
-A :class:`pykka.ThreadingActor` owns an OS thread for its whole life, so a pool
+A `pykka.ThreadingActor` owns an OS thread for its whole life, so a pool
 with 10,000 open resources holds 10,000 mostly idle threads: each costs memory,
 starting one costs a thread start per new key, and thread handoffs everywhere
-in the process slow down as idle threads pile up. :class:`ExecutorActor` keeps
+in the process slow down as idle threads pile up. `ExecutorActor` keeps
 pykka's one-actor-one-mailbox semantics (``on_start`` first, messages one at a
 time in order, ``on_stop`` or ``on_failure`` last, leftover asks answered with
 ``ActorDeadError``) but owns no thread: when its mailbox gets a message, the
-actor is handed to an :class:`Executor`, whose worker runs a turn of it and
+actor is handed to an `Executor`, whose worker runs a turn of it and
 moves on. An idle actor costs a few small objects.
 
 The executor is sized for blocking user code: it keeps up to ``max_workers``
@@ -15,7 +15,7 @@ workers making progress, but a worker busy on one turn for longer than
 ``stuck_after`` seconds (a ``ping()`` that hangs) no longer counts, so queued
 actors are never starved by stuck ones; a watchdog thread, alive only while
 work is queued, adds workers past stuck ones. Idle workers retire after
-``idle_timeout`` seconds, and all of them at once on :meth:`Executor.shutdown`.
+``idle_timeout`` seconds, and all of them at once on `Executor.shutdown`.
 """
 
 from __future__ import annotations
@@ -279,10 +279,10 @@ class _Inbox:
 
 
 class ExecutorActor(pykka.Actor):
-    """A pykka actor run by an :class:`Executor` instead of its own thread.
+    """A pykka actor run by an `Executor` instead of its own thread.
 
     Subclass it as you would ``ThreadingActor`` and pass ``executor=`` to
-    its ``__init__`` (or set :attr:`executor` before the actor starts).
+    its ``__init__`` (or set `executor` before the actor starts).
     """
 
     #: Never set: the actor has no thread of its own (``ThreadingActor`` parity).

@@ -40,7 +40,9 @@ class PoolRef(pykka.ActorRef[Any]):
         """Wait for the supervisor's thread to end (after a stop)."""
         thread = self.thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(None if timeout is None else min(timeout, threading.TIMEOUT_MAX))
+            thread.join(
+                None if timeout is None else min(timeout, threading.TIMEOUT_MAX)
+            )
 
     def ask(
         self, message: Any, *, block: bool = True, timeout: float | None = None

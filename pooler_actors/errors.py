@@ -16,10 +16,10 @@ __all__ = [
 
 
 class FactoryError(Exception):
-    """The factory failed to make a resource for ``key``.
+    """The factory failed to make a resource for `key`.
 
-    ``__cause__`` is the factory's own exception (a ``TypeError`` when it
-    returned something that is not :class:`~pooler_actors.Reusable`).
+    `__cause__` is the factory's own exception (a `TypeError` when it
+    returned something that is not [Reusable][pooler_actors.Reusable]).
     """
 
     def __init__(self, key: Hashable, message: str = "pool: factory error") -> None:
@@ -39,7 +39,7 @@ class AcquireTimeout(TimeoutError):
 class PoolClosedError(pykka.ActorDeadError):
     """The pool is closed, or closed while the caller was waiting.
 
-    A subclass of ``pykka.ActorDeadError``: the supervisor actor is gone.
+    A subclass of `pykka.ActorDeadError`: the supervisor actor is gone.
     """
 
     def __init__(self, name: str) -> None:
@@ -48,7 +48,7 @@ class PoolClosedError(pykka.ActorDeadError):
 
 
 class TooManyWaiters(RuntimeError):
-    """The acquire would queue while ``max_waiting`` callers already wait."""
+    """The acquire would queue while `max_waiting` callers already wait."""
 
     def __init__(self, key: Hashable, max_waiting: int) -> None:
         super().__init__(

@@ -129,7 +129,7 @@ class Contains:
 
 @dataclass(frozen=True, slots=True)
 class GetStats:
-    """Reply: a :class:`~pooler_actors.Stats` snapshot."""
+    """Reply: a [Stats][pooler_actors.Stats] snapshot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +172,7 @@ class Refresh:
 
 @dataclass(frozen=True, slots=True)
 class Watch:
-    """Ask the pool to tell ``watcher`` a :class:`PoolStopped` when it stops."""
+    """Ask the pool to tell ``watcher`` a `PoolStopped` when it stops."""
 
     watcher: pykka.ActorRef[Any]
 

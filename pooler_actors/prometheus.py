@@ -1,19 +1,21 @@
-"""Expose pools' :class:`~pooler_actors.Stats` to Prometheus.
+"""Expose pools' [Stats][pooler_actors.Stats] to Prometheus.
 
-Needs the optional extra: ``pip install 'pooler_actors[prometheus]'``. It is
-not imported by ``pooler_actors`` itself; import this module explicitly::
+Needs the optional extra: `pip install 'pooler_actors[prometheus]'`. It is
+not imported by `pooler_actors` itself; import this module explicitly:
 
-    from prometheus_client import start_http_server
-    from pooler_actors.prometheus import PoolCollector
+```py
+from prometheus_client import start_http_server
+from pooler_actors.prometheus import PoolCollector
 
-    PoolCollector(pool)  # registers with prometheus_client's default registry
-    start_http_server(9100)
+PoolCollector(pool)  # registers with prometheus_client's default registry
+start_http_server(9100)
+```
 
-Every stats field becomes one metric family, ``pooler_actors_<field>``,
+Every stats field becomes one metric family, `pooler_actors_<field>`,
 labelled by pool name: counters as counters (exposed with Prometheus'
-``_total`` suffix), gauges as gauges, and the two durations in seconds
-(``pooler_actors_wait_duration_seconds_total``,
-``pooler_actors_max_wait_seconds``). Stats are asked of each pool at scrape
+`_total` suffix), gauges as gauges, and the two durations in seconds
+(`pooler_actors_wait_duration_seconds_total`,
+`pooler_actors_max_wait_seconds`). Stats are asked of each pool at scrape
 time; a closed pool contributes no samples.
 """
 
@@ -37,20 +39,23 @@ _SECONDS = frozenset({"wait_duration", "max_wait"})
 
 
 def metric_name(field: str, namespace: str = "pooler_actors") -> str:
-    """The metric family name of a :class:`Stats` field (before ``_total``)."""
+    """The metric family name of a [Stats][pooler_actors.Stats] field.
+
+    Counters get Prometheus' `_total` suffix on top of it.
+    """
     suffix = "_seconds" if field in _SECONDS else ""
     return f"{namespace}_{field}{suffix}"
 
 
 class PoolCollector(Collector):
-    """A ``prometheus_client`` collector of one or more pools' stats.
+    """A `prometheus_client` collector of one or more pools' stats.
 
     Args:
-        *pools: each a ``Pool``, an ``AsyncPool`` or a pool's ``ActorRef``;
-            its samples carry its name in the ``pool`` label. Collect several
+        *pools: each a `Pool`, an `AsyncPool` or a pool's `ActorRef`;
+            its samples carry its name in the `pool` label. Collect several
             pools with one collector: each metric family appears once.
-        registry: where to register; ``prometheus_client``'s default registry
-            unless given, ``None`` for no registration.
+        registry: where to register; `prometheus_client`'s default registry
+            unless given, `None` for no registration.
         namespace: the prefix of every metric name.
         timeout: seconds to wait for one pool's stats during a scrape.
     """

@@ -26,24 +26,24 @@ class Reusable(Protocol):
 
 
 Factory: TypeAlias = Callable[[], T] | Callable[[Hashable], T]
-"""What makes a resource: ``factory(key)`` when it takes a positional
-parameter, else ``factory()``."""
+"""What makes a resource: `factory(key)` when it takes a positional
+parameter, else `factory()`."""
 
 
 @runtime_checkable
 class Pooler(Protocol[K_contra, T_co]):
-    """The Go package's ``Pooler`` interface; :class:`~pooler_actors.Pool` has it."""
+    """The Go package's `Pooler` interface; [Pool][pooler_actors.Pool] has it."""
 
     def acquire(self, key: K_contra, timeout: float | None = None) -> T_co:
-        """Return the resource for ``key``, creating it when needed."""
+        """Return the resource for `key`, creating it when needed."""
         ...
 
     def release(self, key: K_contra) -> bool:
-        """Close and remove the resource for ``key``."""
+        """Close and remove the resource for `key`."""
         ...
 
     def contains(self, key: K_contra) -> bool:
-        """Whether a resource exists for ``key``."""
+        """Whether a resource exists for `key`."""
         ...
 
     def release_all(self) -> None:

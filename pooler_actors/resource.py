@@ -136,7 +136,7 @@ class ThreadResourceActor(BaseResourceActor, pykka.ThreadingActor):
 
 
 class ExecutorResourceActor(BaseResourceActor, ExecutorActor):
-    """A resource actor run by the pool's shared :class:`Executor`: no own thread.
+    """A resource actor run by the pool's shared `Executor`: no own thread.
 
     An idle resource costs no thread; a ``ping()`` or ``close()`` that hangs
     holds one executor worker, and the executor grows past it.

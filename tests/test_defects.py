@@ -785,7 +785,7 @@ def test_expired_and_evicted_resources_are_not_kept_alive(how: str) -> None:
     not held by the pool's timers or bookkeeping either."""
     count = 300
     if how == "expired":
-        pool: Pool[Plain] = Pool(
+        pool: Pool[str, Plain] = Pool(
             Plain,
             max_open_resources=count,
             max_idle_time=0.05,

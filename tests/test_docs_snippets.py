@@ -49,3 +49,5 @@ def test_the_guide_pages_have_runnable_snippets() -> None:
 def test_snippet_runs(where: str, code: str, tmp_path: Path) -> None:
     done = run_python("-c", code, cwd=tmp_path)
     assert done.returncode == 0, f"{where}\n{done.stdout}\n{done.stderr}"
+    # No snippet configures logging, and the pool is silent by default.
+    assert done.stderr == "", f"{where}\n{done.stderr}"

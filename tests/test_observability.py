@@ -122,6 +122,11 @@ def wait_event(logs: Log, name: str, n: int = 1, **fields: Any) -> dict[str, Any
     return found(logs, name, **fields)[n - 1]
 
 
+def seconds(logged: float, roundings: int = 1) -> Any:
+    """Matches a duration of the stats that events show rounded to the µs."""
+    return pytest.approx(logged, rel=0, abs=roundings * 0.5e-6 + 1e-12)
+
+
 def stats_when(pool: Pool[Any, Any], predicate: Any) -> Stats:
     """The pool's stats, once ``predicate(stats)`` holds."""
     wait_for(lambda: predicate(pool.stats()))
@@ -229,8 +234,8 @@ def test_queued_and_granted_events_and_wait_stats(logs: Log, plan: Plan) -> None
     assert granted["log_level"] == "debug"
     assert granted["wait_s"] > 0
     assert stats.wait_count == 0
-    assert stats.wait_duration == pytest.approx(granted["wait_s"])
-    assert stats.max_wait == pytest.approx(granted["wait_s"])
+    assert stats.wait_duration == seconds(granted["wait_s"])
+    assert stats.max_wait == seconds(granted["wait_s"])
 
 
 def test_timeout_event_and_counter(logs: Log, plan: Plan) -> None:
@@ -287,7 +292,7 @@ def test_withdrawn_event_and_counter(logs: Log, plan: Plan) -> None:
     assert withdrawn["log_level"] == "warning"
     assert withdrawn["wait_s"] > 0
     assert (stats.timeouts, stats.waits, stats.wait_count) == (1, 1, 0)
-    assert stats.wait_duration == pytest.approx(withdrawn["wait_s"])
+    assert stats.wait_duration == seconds(withdrawn["wait_s"])
 
 
 def test_wait_of_a_caller_who_gave_up_is_counted_once(logs: Log, plan: Plan) -> None:
@@ -304,11 +309,11 @@ def test_wait_of_a_caller_who_gave_up_is_counted_once(logs: Log, plan: Plan) -> 
         pool.release("a")  # the first caller's creation takes the other along
         assert isinstance(first.get(timeout=10), Conn)
         granted = wait_event(logs, "pool.acquire.granted", key="b")
-        assert pool.stats().wait_duration == pytest.approx(granted["wait_s"])
+        assert pool.stats().wait_duration == seconds(granted["wait_s"])
         ref.tell(Withdraw(gave_up))
         withdrawn = wait_event(logs, "pool.acquire.withdrawn", key="b")
         stats = pool.stats()
-    assert stats.wait_duration == pytest.approx(granted["wait_s"] + withdrawn["wait_s"])
+    assert stats.wait_duration == seconds(granted["wait_s"] + withdrawn["wait_s"], 2)
     assert stats.timeouts == 1
 
 
@@ -622,21 +627,6 @@ def test_context_of_a_queued_caller_travels_to_its_creation(
 # --- levels, configuration and the user's logger --------------------------------
 
 
-def test_unconfigured_structlog_prints_no_line_per_acquire(
-    plan: Plan, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert not structlog.is_configured()
-    with Pool(plan, name="quiet", health_check_interval=None) as pool:
-        pool.acquire("a")
-        for _ in range(5):
-            pool.acquire("a")
-    out = capsys.readouterr().out
-    assert "pool.started" in out  # lifecycle events at info do print
-    assert "pool.acquire.created" in out
-    assert "pool.acquire.hit" not in out
-    assert "pool.resource.creating" not in out
-
-
 def test_late_configuration_and_capture_apply_to_a_running_pool(plan: Plan) -> None:
     with Pool(plan, name="late", health_check_interval=None) as pool:
         pool.acquire("a")  # structlog unconfigured: the hit below is not emitted
@@ -739,7 +729,8 @@ def test_a_user_lazy_logger_follows_the_global_configuration(plan: Plan) -> None
 
 def test_debug_enabled_follows_configuration() -> None:
     events = Events("p")
-    assert not events.debug_enabled()  # unconfigured: quiet
+    # Unconfigured: the stdlib logger decides, and it is at WARNING by default.
+    assert not events.debug_enabled()
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO)
     )

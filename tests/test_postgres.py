@@ -216,7 +216,9 @@ class Connector:
             self.live -= 1
 
 
-def lease_pool(connector: Connector, *, max_per_key: int = 2, name: str) -> Pool[Any]:
+def lease_pool(
+    connector: Connector, *, max_per_key: int = 2, name: str
+) -> Pool[Any, Any]:
     """The pool as SPEC 8 names it, in exclusive mode."""
     return Pool(
         connector,
@@ -258,7 +260,9 @@ class Tally:
             self.last_ok[n] = time.monotonic()
 
 
-def lease_query(pool: Pool[Any], tenant: str, rng: random.Random, tally: Tally) -> None:
+def lease_query(
+    pool: Pool[Any, Any], tenant: str, rng: random.Random, tally: Tally
+) -> None:
     """One request: lease the tenant's connection, query, give it back."""
     sleep = 0.003 if rng.random() < 0.2 else 0.0
     with pool.lease(tenant, timeout=10) as conn, conn.held():
@@ -285,7 +289,7 @@ class Load:
     """A lease pool, its connector, and threads of random requests on it."""
 
     connector: Connector
-    pool: Pool[Any]
+    pool: Pool[Any, Any]
     tally: Tally = field(default_factory=Tally)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -371,7 +375,7 @@ def test_fixture_monitor_and_psycopg_with_todays_shared_acquire(pg: PgEnv) -> No
     """The server, the monitor and the helpers work (no lease API needed)."""
     connector = Connector(pg)
     monitor = pg.server.monitor([ROLE])
-    pool: Pool[Any] = Pool(
+    pool: Pool[Any, Any] = Pool(
         connector, max_open_resources=4, health_check_interval=None, name="pg-smoke"
     )
     extra: list[Any] = []
