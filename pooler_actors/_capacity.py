@@ -196,12 +196,12 @@ class CapacityDriver:
             if user is not None:
                 raise ValueError(
                     f"global capacity {capacity.name!r} already serves pool "
-                    f"{user._pool_name!r}; give each pool its own capacity object "
+                    f"{user.pool_name!r}; give each pool its own capacity object "
                     "(the same name and limit share one global cap)"
                 )
             _BOUND[id(capacity)] = weakref.ref(self)
         self._cap = capacity
-        self._pool_name: str = pool_name
+        self.pool_name: str = pool_name
         self._on_granted = on_granted
         self._on_unavailable = on_unavailable
         self._on_lost = on_lost
@@ -251,7 +251,7 @@ class CapacityDriver:
         with self._cond:
             if self._closing:
                 raise RuntimeError(
-                    f"capacity driver of pool {self._pool_name!r} is closed"
+                    f"capacity driver of pool {self.pool_name!r} is closed"
                 )
             if rid in self._new or rid in self._waiting or rid in self._held:
                 raise ValueError(f"rid {rid} is already reserved or holds a slot")
@@ -259,7 +259,7 @@ class CapacityDriver:
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run,
-                    name=f"pooler_actors:{self._pool_name}:capacity",
+                    name=f"pooler_actors:{self.pool_name}:capacity",
                     daemon=True,
                 )
                 self._thread.start()
@@ -332,7 +332,7 @@ class CapacityDriver:
             callback(*args)
         except Exception:
             self._log.exception(
-                "pool.global.callback_failed", pool=self._pool_name, args=args
+                "pool.global.callback_failed", pool=self.pool_name, args=args
             )
 
     def _unavailable(self, error: BaseException) -> CapacityUnavailable:
@@ -514,7 +514,7 @@ class CapacityDriver:
                     woken = True
                     time.sleep(slice_)
         except BaseException:
-            self._log.exception("pool.global.driver_failed", pool=self._pool_name)
+            self._log.exception("pool.global.driver_failed", pool=self.pool_name)
             raise
         finally:
             self._shut_down()
@@ -539,10 +539,10 @@ class CapacityDriver:
         except Exception as exc:
             # Unreachable: the leases end on their own within lease_ttl.
             self._log.warning(
-                "pool.global.close_incomplete", pool=self._pool_name, error=repr(exc)
+                "pool.global.close_incomplete", pool=self.pool_name, error=repr(exc)
             )
         try:
             cap.close()
         except Exception:
-            self._log.exception("pool.global.close_failed", pool=self._pool_name)
+            self._log.exception("pool.global.close_failed", pool=self.pool_name)
         self._unbind()

@@ -236,28 +236,28 @@ class Executor:
 class _Inbox:
     """An actor's mailbox: a deque, plus the flag saying a turn is scheduled."""
 
-    __slots__ = ("_actor", "_lock", "_messages", "_scheduled", "abandoned")
+    __slots__ = ("_lock", "_scheduled", "abandoned", "actor", "messages")
 
     def __init__(self) -> None:
-        self._messages: deque[Envelope[Any]] = deque()
+        self.messages: deque[Envelope[Any]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
-        self._actor: ExecutorActor | None = None
+        self.actor: ExecutorActor | None = None
         #: Set when the actor is written off as stuck: asks are answered at once.
         self.abandoned = False
 
     def put(self, envelope: Envelope[Any], /) -> None:
         if self.abandoned and envelope.reply_to is not None:
-            _answer_dead(envelope, self._actor)
+            _answer_dead(envelope, self.actor)
             return
-        self._messages.append(envelope)
+        self.messages.append(envelope)
         self.schedule()
 
     def get(self) -> Envelope[Any]:
-        return self._messages.popleft()
+        return self.messages.popleft()
 
     def empty(self) -> bool:
-        return not self._messages
+        return not self.messages
 
     def schedule(self) -> None:
         """Make sure a turn of the actor runs (now or after the current one)."""
@@ -265,14 +265,14 @@ class _Inbox:
             if self._scheduled:
                 return
             self._scheduled = True
-        actor = self._actor
+        actor = self.actor
         assert actor is not None
-        actor.executor.submit(actor._run_turn)
+        actor.executor.submit(actor.run_turn)
 
     def unschedule(self) -> bool:
         """End a turn; ``False`` if messages came meanwhile (run another)."""
         with self._lock:
-            if self._messages:
+            if self.messages:
                 return False
             self._scheduled = False
             return True
@@ -299,7 +299,7 @@ class ExecutorActor(pykka.Actor):
             self.executor = executor
         inbox = self.actor_inbox
         assert isinstance(inbox, _Inbox)
-        inbox._actor = self
+        inbox.actor = self
         self._started = False
 
     @staticmethod
@@ -326,7 +326,7 @@ class ExecutorActor(pykka.Actor):
         assert isinstance(inbox, _Inbox)
         inbox.schedule()
 
-    def _run_turn(self) -> None:
+    def run_turn(self) -> None:
         """One turn on a worker: start if new, then handle a batch of messages."""
         inbox = self.actor_inbox
         assert isinstance(inbox, _Inbox)
@@ -336,16 +336,16 @@ class ExecutorActor(pykka.Actor):
                 self._started = True
                 self._actor_loop_setup()
             handled = 0
-            while handled < _BATCH and not stopped.is_set() and inbox._messages:
+            while handled < _BATCH and not stopped.is_set() and inbox.messages:
                 self._handle_envelope(inbox.get())
                 handled += 1
             if stopped.is_set():
                 # Answer what is left, and anything that lands later, with
                 # ActorDeadError, as pykka's own teardown does.
                 self._actor_loop_teardown()
-            if handled == _BATCH and inbox._messages and not stopped.is_set():
+            if handled == _BATCH and inbox.messages and not stopped.is_set():
                 # Yield to other actors: resubmit behind them.
-                self.executor.submit(self._run_turn)
+                self.executor.submit(self.run_turn)
                 return
             if inbox.unschedule():
                 return

@@ -41,12 +41,14 @@ def stop_message() -> Any:
 
 def set_ref(actor: pykka.Actor, ref: pykka.ActorRef[Any]) -> None:
     """Give `actor` a ref of our own class (pykka has no hook for the ref type)."""
-    actor._actor_ref = ref
+    # Set once, in the supervisor's __init__, before anyone has its ref.
+    actor._actor_ref = ref  # noqa: SLF001
 
 
 def start_loop(actor: pykka.Actor) -> None:
     """Start an actor that the pool registered itself (see `register_before`)."""
-    actor._start_actor_loop()
+    # Actor.start() would register it last; the pool registers it itself.
+    actor._start_actor_loop()  # noqa: SLF001
 
 
 def register_before(ref: pykka.ActorRef[Any], supervisor: pykka.ActorRef[Any]) -> None:
@@ -60,8 +62,8 @@ def register_before(ref: pykka.ActorRef[Any], supervisor: pykka.ActorRef[Any]) -
     """
     registry = pykka.ActorRegistry
     # The registry has no "insert at": its lock and list are its only API for it.
-    with registry._actor_refs_lock:
-        refs = registry._actor_refs
+    with registry._actor_refs_lock:  # noqa: SLF001
+        refs = registry._actor_refs  # noqa: SLF001
         for index in range(len(refs) - 1, -1, -1):
             if refs[index] is supervisor:
                 refs.insert(index, ref)
@@ -71,6 +73,6 @@ def register_before(ref: pykka.ActorRef[Any], supervisor: pykka.ActorRef[Any]) -
 
 def log_returned_exception(actor: pykka.Actor) -> None:
     """Log an exception returned to an asker, as pykka's own loop does."""
-    pykka._actor.logger.info(
-        f"Exception returned from {actor} to caller:", exc_info=True
-    )
+    # pykka's own logger, so the line reads as pykka's does for any actor.
+    logger = pykka._actor.logger  # noqa: SLF001
+    logger.info(f"Exception returned from {actor} to caller:", exc_info=True)

@@ -8,8 +8,12 @@ stopped, the mailbox answers anything put in it at once, so nobody hangs.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import queue
 import threading
+import weakref
 from typing import Any, cast
 
 import pykka
@@ -19,7 +23,7 @@ from pooler_actors._messages import Withdraw
 from pooler_actors._pykka import Envelope, is_stop
 from pooler_actors.errors import PoolClosedError
 
-__all__ = ["Mailbox", "PoolRef"]
+__all__ = ["Mailbox", "PoolRef", "live_pools"]
 
 
 class PoolRef(pykka.ActorRef[Any]):
@@ -110,3 +114,27 @@ class Mailbox(queue.SimpleQueue[Envelope[Any]]):
                     reply.try_set(None)
                 else:
                     reply.try_fail(PoolClosedError(self.closed_as))
+
+
+#: Pools started and not yet stopped, closed at exit if the program forgot.
+live_pools: weakref.WeakSet[PoolRef] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_forgotten_pools() -> None:
+    """Close, at interpreter exit, every pool the program forgot to close."""
+    for ref in list(live_pools):
+        with contextlib.suppress(Exception):
+            ref.stop(block=True, timeout=30)
+
+
+def _forget_pools_in_child() -> None:
+    """After fork: the child has none of the pools' threads; its copies are
+    closed (every call fails at once) and the parent's resources untouched."""
+    for ref in list(live_pools):
+        cast(Mailbox, ref.actor_inbox).closed_as = ref.pool_name
+        ref.actor_stopped.set()
+    live_pools.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pools_in_child)

@@ -8,12 +8,14 @@ tagged with its resource id.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import pykka
 
+from pooler_actors import _pykka
 from pooler_actors._executor import Executor, ExecutorActor
 from pooler_actors._messages import Closed, Failed, Ping, PingResult, Ready
 from pooler_actors.protocols import Reusable
@@ -22,8 +24,22 @@ __all__ = [
     "BaseResourceActor",
     "ExecutorResourceActor",
     "ResourceActor",
+    "ResourceActors",
     "ThreadResourceActor",
+    "takes_key",
 ]
+
+
+def takes_key(factory: Callable[..., Any]) -> bool:
+    """Whether `factory` has a required positional parameter (gets the key)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        for p in parameters
+    )
 
 
 class BaseResourceActor(pykka.Actor):
@@ -145,3 +161,74 @@ class ExecutorResourceActor(BaseResourceActor, ExecutorActor):
 
 #: The resource actor type pools use (see docs/performance.md for the choice).
 ResourceActor = ExecutorResourceActor
+
+
+class ResourceActors:
+    """A pool's live resource actors, by resource id, and the executor they run on.
+
+    Used only from the supervisor's thread: it starts, tells, stops and
+    abandons actors as the core's effects say, and forgets each one when its
+    last report (`Closed`) arrives.
+    """
+
+    def __init__(
+        self,
+        supervisor: pykka.ActorRef[Any],
+        factory: Callable[..., Any],
+        *,
+        pool_name: str,
+        actor_type: type[BaseResourceActor],
+    ) -> None:
+        self._supervisor = supervisor
+        self._factory = factory
+        self._pass_key = takes_key(factory)
+        self._pool_name = pool_name
+        self._type = actor_type
+        self._actors: dict[int, BaseResourceActor] = {}
+        # Runs the actors' turns when they are ExecutorActors; it starts no
+        # thread until a resource needs one.
+        self.executor = Executor(pool_name)
+
+    def start(self, rid: int, key: Hashable, attempt: int) -> None:
+        """Start an actor for `rid`'s try `attempt`; it runs the factory."""
+        actor = self._type(
+            self._supervisor,
+            rid,
+            key,
+            self._factory,
+            self._pass_key,
+            attempt=attempt,
+            pool_name=self._pool_name,
+            executor=self.executor,
+        )
+        self._actors[rid] = actor
+        _pykka.register_before(actor.actor_ref, self._supervisor)
+        _pykka.start_loop(actor)
+
+    def tell(self, rid: int, message: object) -> None:
+        """Tell `rid`'s actor `message`, if it still lives."""
+        actor = self._actors.get(rid)
+        if actor is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                actor.actor_ref.tell(message)
+
+    def stop(self, rid: int) -> None:
+        """Ask `rid`'s actor to stop: it closes its resource, then reports."""
+        self.tell(rid, _pykka.stop_message())
+
+    def abandon(self, rid: int) -> None:
+        """Write `rid`'s actor off as stuck in user code."""
+        abandon = getattr(self._actors.get(rid), "abandon", None)
+        if abandon is not None:
+            abandon()
+
+    def ended(self, rid: int, attempt: int) -> None:
+        """`rid`'s actor sent its last report: forget it (not a newer try's)."""
+        actor = self._actors.get(rid)
+        if actor is not None and actor.attempt == attempt:
+            del self._actors[rid]
+
+    def stop_all(self) -> None:
+        """Stop every actor without waiting (the supervisor itself failed)."""
+        for rid in list(self._actors):
+            self.stop(rid)

@@ -10,15 +10,11 @@ next deadline, so deadlines, health checks and expiries need no other thread.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import inspect
 import itertools
-import os
 import queue
 import random
 import threading
-import weakref
 from collections.abc import Callable
 from time import monotonic
 from typing import Any, cast
@@ -28,11 +24,11 @@ import pykka
 from pooler_actors import _effects as fx
 from pooler_actors import _messages as im
 from pooler_actors import _pykka
+from pooler_actors._capacity import CapacityDriver
 from pooler_actors._core import NO_KEY, PoolCore
 from pooler_actors._events import Events
-from pooler_actors._executor import Executor
 from pooler_actors._future import PoolFuture
-from pooler_actors._ref import Mailbox, PoolRef
+from pooler_actors._ref import Mailbox, PoolRef, live_pools
 from pooler_actors.messages import (
     Acquire,
     Checkin,
@@ -49,44 +45,14 @@ from pooler_actors.messages import (
     Watch,
 )
 from pooler_actors.options import PoolOptions
-from pooler_actors.resource import BaseResourceActor, ResourceActor
+from pooler_actors.resource import BaseResourceActor, ResourceActor, ResourceActors
 from pooler_actors.stats import Stats
 
 __all__ = ["PoolRef", "PoolSupervisor"]
 
 _MAX_WAIT = 3600.0  # longest single mailbox wait: any deadline, however far, fits
-_live_pools: weakref.WeakSet[PoolRef] = weakref.WeakSet()
 
-
-@atexit.register
-def _close_forgotten_pools() -> None:
-    """Close, at interpreter exit, every pool the program forgot to close."""
-    for ref in list(_live_pools):
-        with contextlib.suppress(Exception):
-            ref.stop(block=True, timeout=30)
-
-
-def _forget_pools_in_child() -> None:
-    """After fork: the child has none of the pool's threads; close its copies."""
-    for ref in list(_live_pools):
-        cast(Mailbox, ref.actor_inbox).closed_as = ref.pool_name
-        ref.actor_stopped.set()
-    _live_pools.clear()
-
-
-os.register_at_fork(after_in_child=_forget_pools_in_child)
-
-
-def _takes_key(factory: Callable[..., Any]) -> bool:
-    """Whether `factory` has a required positional parameter (gets the key)."""
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(
-        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-        for p in parameters
-    )
+Handler = Callable[[float, Any, Any], None]
 
 
 class PoolSupervisor(pykka.ThreadingActor):
@@ -116,70 +82,64 @@ class PoolSupervisor(pykka.ThreadingActor):
             raise TypeError(f"options must be a PoolOptions, got {options!r}")
         super().__init__()
         ref = PoolRef(self)
-        ref.pool_name = options.name
+        ref.pool_name = self.name = options.name
         _pykka.set_ref(self, ref)
         self.options = options
-        self.name = options.name
-        self._factory = factory
-        self._pass_key = _takes_key(factory)
-        self._events = Events(options.name, logger)
-        self._core = PoolCore(
-            options, pool_id=self, rand=lambda: random.uniform(0.0, 1.0)
+        self._actors = a = ResourceActors(
+            ref, factory, pool_name=self.name, actor_type=self.resource_actor_type
         )
+        self._events = Events(options.name, logger)
+        self._core = c = PoolCore(options, pool_id=self, rand=self._random)
         self._cids = itertools.count(1)
         # cid -> (reply future, whether an undelivered reply goes back to the core)
         self._replies: dict[int, tuple[PoolFuture[Any], bool]] = {}
-        self._actors: dict[int, BaseResourceActor] = {}
         self._watchers: list[pykka.ActorRef[Any]] = []
-        self._executor = Executor(options.name)
-        self._capacity: Any = None  # the fleet-capacity driver, made on first use
-        self._reason = ""
-        self._on_message: dict[type, Callable[[float, Any, Any], None]] = {
-            Acquire: lambda now, m, r: self._acquire(now, m, r, hold=False),
-            Checkout: lambda now, m, r: self._acquire(now, m, r, hold=True),
-            Checkin: lambda now, m, r: self._core.checkin(
-                now, self._cid(r), m.lease, m.broken
+        self._fleet: Any = None
+        if options.global_capacity is not None:  # a bad one fails here, not later
+            self._fleet = CapacityDriver(
+                options.global_capacity,
+                pool_name=self.name,
+                on_granted=lambda rid, held: self._tell(im.GlobalGranted(rid, held)),
+                on_unavailable=lambda rid, e: self._tell(im.GlobalUnavailable(rid, e)),
+                on_lost=lambda rid: self._tell(im.GlobalLost(rid)),
+            )
+        cid = self._cid
+        self._on_message: dict[type, Handler] = {
+            Acquire: lambda t, m, r: self._acquire(t, m, r, hold=False),
+            Checkout: lambda t, m, r: self._acquire(t, m, r, hold=True),
+            Checkin: lambda t, m, r: c.checkin(t, cid(r), m.lease, m.broken),
+            Release: lambda t, m, r: c.release(t, cid(r), m.key),
+            ReleaseAll: lambda t, m, r: c.release_all(t, cid(r)),
+            Contains: lambda t, m, r: c.contains(cid(r), m.key),
+            GetStats: lambda t, m, r: c.stats(cid(r)),
+            ListResources: lambda t, m, r: c.list_resources(cid(r)),
+            Prewarm: lambda t, m, r: c.prewarm(t, cid(r), m.keys),
+            Refresh: lambda t, m, r: c.refresh(t, cid(r), m.key),
+            Watch: lambda t, m, r: self._watch(m.watcher, r, add=True),
+            Unwatch: lambda t, m, r: self._watch(m.watcher, r, add=False),
+            im.Withdraw: lambda t, m, r: c.give_up(t, m.future.cid),
+            im.HealthTick: lambda t, m, r: c.health_check(t),
+            im.Resume: lambda t, m, r: c.resume(t),
+            im.Ready: lambda t, m, r: c.ready(t, m.rid, m.attempt, m.resource),
+            im.Failed: lambda t, m, r: c.failed(t, m.rid, m.attempt, m.error),
+            im.Closed: self._closed,
+            im.PingResult: lambda t, m, r: c.ping_result(t, m.rid, m.seq, m.error),
+            im.GlobalGranted: lambda t, m, r: c.global_granted(t, m.rid, m.held),
+            im.GlobalUnavailable: lambda t, m, r: c.global_unavailable(
+                t, m.rid, m.error
             ),
-            Release: lambda now, m, r: self._core.release(now, self._cid(r), m.key),
-            ReleaseAll: lambda now, m, r: self._core.release_all(now, self._cid(r)),
-            Contains: lambda now, m, r: self._core.contains(self._cid(r), m.key),
-            GetStats: lambda now, m, r: self._core.stats(self._cid(r)),
-            ListResources: lambda now, m, r: self._core.list_resources(self._cid(r)),
-            Prewarm: lambda now, m, r: self._core.prewarm(now, self._cid(r), m.keys),
-            Refresh: lambda now, m, r: self._core.refresh(now, self._cid(r), m.key),
-            Watch: lambda now, m, r: self._watch(m.watcher, r),
-            Unwatch: lambda now, m, r: self._unwatch(m.watcher, r),
-            im.Withdraw: lambda now, m, r: self._core.give_up(now, m.future.cid),
-            im.HealthTick: lambda now, m, r: self._core.health_check(now),
-            im.Resume: lambda now, m, r: self._core.resume(now),
-            im.Ready: lambda now, m, r: self._core.ready(
-                now, m.rid, m.attempt, m.resource
-            ),
-            im.Failed: lambda now, m, r: self._core.failed(
-                now, m.rid, m.attempt, m.error
-            ),
-            im.Closed: self._on_closed,
-            im.PingResult: lambda now, m, r: self._core.ping_result(
-                now, m.rid, m.seq, m.error
-            ),
-            im.GlobalGranted: lambda now, m, r: self._core.global_granted(
-                now, m.rid, m.held
-            ),
-            im.GlobalUnavailable: lambda now, m, r: self._core.global_unavailable(
-                now, m.rid, m.error
-            ),
-            im.GlobalLost: lambda now, m, r: self._core.global_lost(now, m.rid),
+            im.GlobalLost: lambda t, m, r: c.global_lost(t, m.rid),
         }
         self._do: dict[type, Callable[[Any], None]] = {
             fx.Reply: self._reply,
             fx.Fail: self._fail,
-            fx.Start: self._start,
-            fx.Ping: lambda e: self._tell_actor(e.rid, im.Ping(e.seq)),
-            fx.Close: self._stop_actor,
-            fx.Abandon: self._abandon,
-            fx.ReserveSlot: lambda e: self._fleet().reserve(e.rid),
-            fx.CancelSlot: lambda e: self._fleet().cancel(e.rid),
-            fx.ReturnSlot: lambda e: self._fleet().release(e.rid),
+            fx.Start: lambda e: a.start(e.rid, e.key, e.attempt),
+            fx.Ping: lambda e: a.tell(e.rid, im.Ping(e.seq)),
+            fx.Close: lambda e: a.stop(e.rid),
+            fx.Abandon: lambda e: a.abandon(e.rid),
+            fx.ReserveSlot: lambda e: self._fleet.reserve(e.rid),
+            fx.CancelSlot: lambda e: self._fleet.cancel(e.rid),
+            fx.ReturnSlot: lambda e: self._fleet.release(e.rid),
             fx.Resume: lambda e: self.actor_inbox.put(_pykka.Envelope(im.Resume())),
             fx.Log: self._log,
             fx.Stopped: self._stopped,
@@ -191,6 +151,10 @@ class PoolSupervisor(pykka.ThreadingActor):
     def stats(self) -> Stats:
         """The pool's stats now, for a subclass's own handlers (its thread only)."""
         return self._core.snapshot()
+
+    @staticmethod
+    def _random() -> float:
+        return random.uniform(0.0, 1.0)
 
     # --- the actor runtime: pykka's hooks for actor implementors -----------
 
@@ -204,7 +168,7 @@ class PoolSupervisor(pykka.ThreadingActor):
 
     def _start_actor_loop(self) -> None:
         ref = cast(PoolRef, self.actor_ref)
-        _live_pools.add(ref)
+        live_pools.add(ref)
         ref.thread = threading.Thread(
             target=self._run, name=f"pooler_actors:{self.name}:supervisor", daemon=True
         )
@@ -239,15 +203,15 @@ class PoolSupervisor(pykka.ThreadingActor):
             try:
                 result = self.on_receive(message)
             except Exception as error:
-                if reply is None:  # a told message: our own failure
+                if reply is None:  # a told message: the supervisor fails
                     reason = f"failed: {error!r}"
-                    return self._step(lambda now: self._core.close(now, 0, reason))
+                    self._step(lambda now: self._core.close(now, 0, reason))
+                    return
                 _pykka.log_returned_exception(self)
                 reply.try_fail(error)
-                return None
+                return
             if reply is not None:
                 reply.try_set(result)
-        return None
 
     def _step(self, event: Callable[[float], None]) -> None:
         """Feed one event to the core and carry out its effects, in order."""
@@ -258,17 +222,16 @@ class PoolSupervisor(pykka.ThreadingActor):
                 effect = effects.pop(0)
                 self._do[type(effect)](effect)
         except Exception as error:  # a bug of ours: stop, and nobody hangs
-            self._crash(error)
+            self._events.error("pool.failed", error=repr(error))
+            for future, _ in self._replies.values():
+                future.try_fail(error)
+            self._replies.clear()
+            self._actors.stop_all()
+            self._stopped(fx.Stopped(f"failed: {error!r}"))
 
-    def _crash(self, error: Exception) -> None:
-        self._events.error("pool.failed", error=repr(error))
-        for future, _ in self._replies.values():
-            future.try_fail(error)
-        self._replies.clear()
-        for actor in self._actors.values():
-            with contextlib.suppress(Exception):
-                actor.actor_ref.stop(block=False)
-        self._stopped(fx.Stopped(f"failed: {error!r}"))
+    def _tell(self, message: object) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(message)
 
     # --- requests --------------------------------------------------------------
 
@@ -286,22 +249,16 @@ class PoolSupervisor(pykka.ThreadingActor):
             now, cid, msg.key, msg.timeout, msg.context, hold=hold, gone=gone
         )
 
-    def _watch(self, watcher: pykka.ActorRef[Any], reply: Any) -> None:
-        if watcher not in self._watchers:
+    def _watch(self, watcher: pykka.ActorRef[Any], reply: Any, *, add: bool) -> None:
+        if add and watcher not in self._watchers:
             self._watchers.append(watcher)
-        if reply is not None:
-            reply.try_set(None)
-
-    def _unwatch(self, watcher: pykka.ActorRef[Any], reply: Any) -> None:
-        with contextlib.suppress(ValueError):
+        elif not add and watcher in self._watchers:
             self._watchers.remove(watcher)
         if reply is not None:
             reply.try_set(None)
 
-    def _on_closed(self, now: float, msg: im.Closed, _reply: object) -> None:
-        actor = self._actors.get(msg.rid)
-        if actor is not None and actor.attempt == msg.attempt:
-            del self._actors[msg.rid]
+    def _closed(self, now: float, msg: im.Closed, _reply: object) -> None:
+        self._actors.ended(msg.rid, msg.attempt)
         self._core.closed(now, msg.rid, msg.attempt, msg.error)
 
     # --- effects ----------------------------------------------------------------
@@ -316,60 +273,12 @@ class PoolSupervisor(pykka.ThreadingActor):
         if future is not None:
             future.try_fail(effect.error)
 
-    def _start(self, effect: fx.Start) -> None:
-        actor = self.resource_actor_type(
-            self.actor_ref,
-            effect.rid,
-            effect.key,
-            self._factory,
-            self._pass_key,
-            attempt=effect.attempt,
-            pool_name=self.name,
-            executor=self._executor,
-        )
-        self._actors[effect.rid] = actor
-        _pykka.register_before(actor.actor_ref, self.actor_ref)
-        _pykka.start_loop(actor)
-
-    def _tell_actor(self, rid: int, message: object) -> None:
-        actor = self._actors.get(rid)
-        if actor is not None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                actor.actor_ref.tell(message)
-
-    def _stop_actor(self, effect: fx.Close) -> None:
-        self._tell_actor(effect.rid, _pykka.stop_message())
-
-    def _abandon(self, effect: fx.Abandon) -> None:
-        actor = self._actors.get(effect.rid)
-        abandon = getattr(actor, "abandon", None)
-        if abandon is not None:
-            abandon()
-
-    def _fleet(self) -> Any:
-        if self._capacity is None:
-            from pooler_actors._capacity import CapacityDriver  # noqa: PLC0415
-
-            def tell(message: object) -> None:
-                with contextlib.suppress(pykka.ActorDeadError):
-                    self.actor_ref.tell(message)
-
-            self._capacity = CapacityDriver(
-                self.options.global_capacity,
-                pool_name=self.name,
-                on_granted=lambda rid, held: tell(im.GlobalGranted(rid, held)),
-                on_unavailable=lambda rid, e: tell(im.GlobalUnavailable(rid, e)),
-                on_lost=lambda rid: tell(im.GlobalLost(rid)),
-            )
-        return self._capacity
-
     def _log(self, effect: fx.Log) -> None:
-        key = effect.key
         emit = getattr(self._events, effect.level)
-        if key is NO_KEY:
+        if effect.key is NO_KEY:
             emit(effect.event, context=effect.context, **effect.fields)
         else:
-            emit(effect.event, key, effect.context, **effect.fields)
+            emit(effect.event, effect.key, effect.context, **effect.fields)
 
     def _stopped(self, effect: fx.Stopped) -> None:
         """The core has closed everything: end the actor, answer late comers."""
@@ -381,10 +290,10 @@ class PoolSupervisor(pykka.ThreadingActor):
         inbox.closed_as = self.name
         inbox.drain()
         # Idle workers exit at once; one stuck in user code is not waited for.
-        self._executor.shutdown(min(1.0, self.options.close_timeout))
-        if self._capacity is not None:
-            self._capacity.close(self.options.close_timeout)
+        self._actors.executor.shutdown(min(1.0, self.options.close_timeout))
+        if self._fleet is not None:
+            self._fleet.close(self.options.close_timeout)
         for watcher in self._watchers:
             with contextlib.suppress(pykka.ActorDeadError):
                 watcher.tell(PoolStopped(self.name, effect.reason))
-        _live_pools.discard(cast(PoolRef, self.actor_ref))
+        live_pools.discard(cast(PoolRef, self.actor_ref))
