@@ -52,7 +52,18 @@ from pooler_actors.lease import Lease
 from pooler_actors.options import PoolOptions
 from pooler_actors.stats import COUNTERS, Stats
 
-__all__ = ["NO_KEY", "Caller", "KeyEntry", "PoolCore", "Resource"]
+__all__ = [
+    "BACK",
+    "HIT",
+    "IN",
+    "NO_KEY",
+    "OUT",
+    "Caller",
+    "KeyEntry",
+    "PoolCore",
+    "Published",
+    "Resource",
+]
 
 NO_KEY: Any = object()
 """The `key` of a log effect about no key in particular."""
@@ -96,7 +107,8 @@ class Resource:
     standby: bool = False  # a refresh's replacement, not yet swapped in
     replaces: list[Resource] = field(default_factory=list)
     holders: int = 0
-    leases: set[int] = field(default_factory=set)
+    retired: bool = False  # out of service for good (callers re-check it)
+    home: list[Resource] | None = None  # exclusive: its key's idle list
     joiners: list[Caller] = field(default_factory=list)
     ops: list[_Op] = field(default_factory=list)
     last_used: float = 0.0
@@ -116,6 +128,39 @@ class KeyEntry:
     key: Hashable
     resources: list[Resource] = field(default_factory=list)
     waiters: dict[int, Caller] = field(default_factory=dict)  # FIFO by cid
+    idle: list[Resource] = field(default_factory=list)  # exclusive: free to take
+
+
+class Published:
+    """What the core publishes for callers' own threads (the hit path).
+
+    Written only by the core; callers read `view`, `waiting` and `debug`, and
+    take from and give back to the `idle` lists (`list.pop`/`append`, atomic)
+    following the rules in [_fastpath][pooler_actors._fastpath]. They report
+    what they did through `notes`, which the shell drains into
+    [PoolCore.notes][pooler_actors._core.PoolCore.notes].
+    """
+
+    __slots__ = ("exclusive", "idle", "noted", "notes", "pool_id", "view", "waiting")
+
+    def __init__(self, pool_id: object, *, exclusive: bool) -> None:
+        self.pool_id = pool_id
+        #: Leases are exclusive (`max_holders=1`): checkins go to idle lists.
+        self.exclusive = exclusive
+        #: Shared mode: key -> its open resource, for `acquire()`.
+        self.view: dict[Hashable, Any] = {}
+        #: Exclusive mode: key -> its list of idle resources (KeyEntry.idle).
+        self.idle: dict[Hashable, list[Resource]] = {}
+        #: Keys with callers queued in the core: the hit path stays out of them.
+        self.waiting: set[Hashable] = set()
+        #: What callers did on the hit path, for the core (appended by callers).
+        self.notes: deque[tuple[Any, ...]] = deque()
+        #: A `Notes` message is on its way to the supervisor.
+        self.noted = False
+
+
+#: The kinds of note the hit path leaves (see `PoolCore.notes`).
+HIT, OUT, IN, BACK = "hit", "out", "in", "back"
 
 
 @dataclass(eq=False, slots=True)
@@ -183,7 +228,9 @@ class PoolCore:
         self.callers: dict[int, Caller] = {}  # requests not answered yet
         self.slots: dict[Caller | _Refill, Caller | _Refill] = {}  # FIFO for a slot
         self.queued = 0  # callers in some key's FIFO
-        self.leases: dict[int, Resource] = {}  # lid -> resource, leases out
+        #: The state callers' threads may read and take from (the hit path).
+        self.published = Published(pool_id, exclusive=self._exclusive)
+        self._shared = options.shared
         self.timers = Timers()
         self.n: dict[str, int] = dict.fromkeys(
             (c for c in COUNTERS if c != "wait_duration"), 0
@@ -251,8 +298,8 @@ class PoolCore:
             return
         entry = self.keys.get(key)
         if entry is not None:
-            res = self._best_open(entry, hold)
-            if res is not None:  # the hot path: answered at once
+            res = self._best_open(now, entry, hold)
+            if res is not None:  # answered at once
                 n["hits"] += 1
                 if self.debug:
                     self._log("debug", "pool.acquire.hit", key, context)
@@ -543,12 +590,18 @@ class PoolCore:
         res.replaces = []
         self._notify(res, "opened")
         if not res.mapped:  # released while it was being created
-            self._retire(now, res, res.reason or "released")
+            # Never published: unless a joiner holds it, the core has it.
+            owned = not res.holders
+            self._retire(now, res, res.reason or "released", owned=owned)
         else:
             lifetime = self.options.max_lifetime
             if lifetime is not None:
                 jittered = lifetime * (1.0 - 0.05 * self._rand())
                 self._timer(res, "lifetime", now + jittered)
+            if self._exclusive and not res.holders:
+                assert res.home is not None
+                res.home.append(res)
+            self._publish_view(self.keys[res.key])
             self._arm_idle(res)
             self._dirty[res.key] = None
         self._pump(now)
@@ -614,8 +667,11 @@ class PoolCore:
         res.ping_seq = 0
         if error is not None and res.phase is Phase.OPEN:
             self._evict(now, res, "ping_failed", repr(error))
-        elif res.mapped:
-            self._dirty[res.key] = None  # exclusive: free to hand out again
+        elif res.phase is Phase.OPEN and res.mapped:
+            if self._exclusive:  # the core had it for the ping: idle again
+                assert res.home is not None
+                res.home.append(res)
+            self._dirty[res.key] = None
         self._sweep_done(now, rid)
         self._pump(now)
 
@@ -777,9 +833,11 @@ class PoolCore:
         if now < res.last_used + idle:
             self._arm_idle(res)  # used meanwhile: look again later
             return
+        if self._exclusive and not self._claim(res):
+            return  # a caller has it: its checkin note arms the timer again
         self.n["idle_expired"] += 1
         self._log("info", "pool.resource.expired", res.key, reason="max_idle_time")
-        self._retire(now, res, "max_idle_time")
+        self._retire(now, res, "max_idle_time", owned=True)
 
     def _on_health_timer(self, now: float, _ident: int) -> None:
         interval = self.options.health_check_interval
@@ -805,8 +863,19 @@ class PoolCore:
 
     # --- placement ----------------------------------------------------------
 
-    def _best_open(self, entry: KeyEntry, hold: bool) -> Resource | None:
-        """The open resource of `entry` with a free holder place, fewest holders."""
+    def _best_open(self, now: float, entry: KeyEntry, hold: bool) -> Resource | None:
+        """The open resource of `entry` with a free holder place, fewest holders.
+
+        Exclusive: an idle one, taken from the idle list the way callers take
+        them (`pop`), so the core and the hit path never both get one.
+        """
+        if hold and self._exclusive:
+            while entry.idle:
+                res = entry.idle.pop()
+                if not res.retired:
+                    return res
+                self._own_retired(now, res)  # published before it retired
+            return None
         limit = self.options.max_holders
         best = None
         for res in entry.resources:
@@ -814,8 +883,7 @@ class PoolCore:
                 continue
             if not hold or limit is None:
                 return res
-            busy = res.holders + (1 if res.ping_seq and self._exclusive else 0)
-            if busy < limit and (best is None or res.holders < best.holders):
+            if res.holders < limit and (best is None or res.holders < best.holders):
                 best = res
         return best
 
@@ -847,34 +915,118 @@ class PoolCore:
             return res.obj
         self._seq += 1
         res.holders += 1
-        res.leases.add(self._seq)
-        self.leases[self._seq] = res
         self.n["checkouts"] += 1
-        return Lease(key, res.obj, pool=self.pool_id, rid=res.rid, lid=self._seq)
+        return Lease(
+            key, res.obj, pool=self.pool_id, rid=res.rid, lid=self._seq, handle=res
+        )
 
     def _give_back(
         self, now: float, lease: Lease[Any, Any], broken: bool
     ) -> Resource | None:
-        """Check `lease` in; its resource, or `None` if it was not out."""
-        res = self.leases.pop(lease.lid, None)
-        if res is None:
+        """Check `lease` in; its resource, or `None` if it was not out (or its
+        resource was already closed by `drain_timeout`)."""
+        if not lease.claim_checkin():
             return None
-        res.leases.discard(lease.lid)
+        res = self.resources.get(lease.rid)
+        if res is None or res.phase not in (Phase.OPEN, Phase.RETIRING):
+            return None
         res.holders -= 1
         res.last_used = now
         if broken:
             self.n["broken"] += 1
             self._log("warning", "pool.lease.broken", res.key)
-            self._retire(now, res, "broken")
-        if res.phase is Phase.RETIRING:
-            if not res.holders:
-                self._log("info", "pool.resource.drained", res.key, reason=res.reason)
-                self._close(now, res)
-        elif res.phase is Phase.OPEN and res.mapped:
-            self._dirty[res.key] = None
-            if not res.holders:
-                self._arm_idle(res)
+            self._retire(now, res, "broken", owned=True)
+        elif res.phase is Phase.RETIRING:
+            self._drained(now, res, owned=True)
+        else:
+            self._back_in_service(res)
         return res
+
+    def _back_in_service(self, res: Resource) -> None:
+        """A holder place of `res` freed: publish it if idle, serve waiters."""
+        if self._exclusive:
+            assert res.home is not None
+            res.home.append(res)
+        if not res.holders:
+            self._arm_idle(res)
+        self._dirty[res.key] = None
+
+    def _drained(self, now: float, res: Resource, *, owned: bool) -> None:
+        """A holder of retiring `res` is gone: close it once nobody holds it."""
+        if self._exclusive:
+            if not (owned or self._claim(res)):
+                return  # taken by a caller who will hand it back (BACK)
+        elif res.holders:
+            return
+        self._log("info", "pool.resource.drained", res.key, reason=res.reason)
+        self._close(now, res)
+
+    def _claim(self, res: Resource) -> bool:
+        """Take idle exclusive `res` out of its idle list; `False` if a caller
+        has it (the caller's note tells the core when it is back)."""
+        try:
+            assert res.home is not None
+            res.home.remove(res)
+        except ValueError:
+            return False
+        return True
+
+    def _own_retired(self, now: float, res: Resource) -> None:
+        """The core got retired `res` from an idle list: nobody else can now."""
+        if res.phase is Phase.RETIRING:
+            self._drained(now, res, owned=True)
+
+    def notes(self, now: float, notes: Iterable[tuple[Any, ...]]) -> None:
+        """What callers did on the hit path since the last notes.
+
+        `(HIT, key, context)`: an `acquire()` got `key`'s open resource.
+        `(OUT, res, context)`: a checkout took idle exclusive `res`.
+        `(IN, res)`: a checkin put `res` back in its idle list.
+        `(BACK, res)`: a caller took `res`, found it retired and left it to
+        the core unused.
+        """
+        n = self.n
+        hit_keys: dict[Hashable, None] = {}  # a key's last_used is set once
+        for note in notes:
+            kind = note[0]
+            if kind == HIT:
+                key = note[1]
+                n["acquires"] += 1
+                n["hits"] += 1
+                hit_keys[key] = None
+                if self.debug:
+                    self._log("debug", "pool.acquire.hit", key, note[2])
+                continue
+            res = note[1]
+            if kind == OUT:
+                n["acquires"] += 1
+                n["hits"] += 1
+                n["checkouts"] += 1
+                res.holders += 1
+                res.last_used = now
+                if self.debug:
+                    self._log("debug", "pool.acquire.hit", res.key, note[2])
+            elif kind == IN:
+                res.holders -= 1
+                res.last_used = now
+                if res.phase is Phase.RETIRING:
+                    self._drained(now, res, owned=False)
+                elif res.phase is Phase.OPEN and not res.retired:
+                    if not res.holders:
+                        self._arm_idle(res)
+                    self._dirty[res.key] = None
+                else:  # closed under it by drain_timeout: just tidy up
+                    self._claim(res)
+            else:  # BACK
+                self._own_retired(now, res)
+        for key in hit_keys:
+            entry = self.keys.get(key)
+            for res in entry.resources if entry is not None else ():
+                if res.phase is Phase.OPEN:
+                    res.last_used = now
+                    res.handed_out = True
+                    break
+        self._pump(now)
 
     def _join(self, caller: Caller, res: Resource) -> None:
         caller.joined = res
@@ -884,6 +1036,7 @@ class PoolCore:
         caller.waiting = True
         self.queued += 1
         entry.waiters[caller.cid] = caller
+        self.published.waiting.add(entry.key)
         if slot:
             caller.in_slots = True
             self.slots[caller] = caller
@@ -897,6 +1050,8 @@ class PoolCore:
             self.queued -= 1
             entry = self.keys[caller.key]
             del entry.waiters[caller.cid]
+            if not entry.waiters:
+                self.published.waiting.discard(entry.key)
             self._forget_if_empty(entry)
 
     def _add_caller(self, caller: Caller) -> None:
@@ -990,7 +1145,7 @@ class PoolCore:
         room = self._count(entry) < self.options.max_per_key
         for caller in list(entry.waiters.values()):
             if serving:
-                res = self._best_open(entry, caller.hold)
+                res = self._best_open(now, entry, caller.hold)
                 if res is not None:
                     self._answer(
                         now, caller, self._hand(now, res, caller.key, caller.hold)
@@ -1031,6 +1186,7 @@ class PoolCore:
     def _reclaim(self, now: float) -> None:
         """Close least recently used idle resources for callers waiting for a slot."""
         wanted = sum(1 for item in self.slots if isinstance(item, Caller))
+        taken: set[int] = set()  # exclusive ones a caller has (notes pending)
         while self._reclaiming < wanted:
             victim = None
             for res in self.resources.values():
@@ -1040,15 +1196,19 @@ class PoolCore:
                     and not res.holders
                     and not res.handed_out
                     and not res.ping_seq
+                    and res.rid not in taken
                     and (victim is None or res.last_used < victim.last_used)
                 ):
                     victim = res
             if victim is None:
                 return
+            if self._exclusive and not self._claim(victim):
+                taken.add(victim.rid)
+                continue
             self.n["reclaimed"] += 1
             self._reclaiming += 1
             self._log("info", "pool.resource.reclaimed", victim.key, waiting=wanted)
-            self._retire(now, victim, "reclaimed")
+            self._retire(now, victim, "reclaimed", owned=True)
 
     # --- a resource's life ----------------------------------------------------
 
@@ -1056,11 +1216,14 @@ class PoolCore:
         entry = self.keys.get(key)
         if entry is None:
             entry = self.keys[key] = KeyEntry(key)
+            if self._exclusive:
+                self.published.idle[key] = entry.idle
         return entry
 
     def _forget_if_empty(self, entry: KeyEntry) -> None:
         if not entry.resources and not entry.waiters:
             self.keys.pop(entry.key, None)
+            self.published.idle.pop(entry.key, None)
 
     def _create(self, now: float, key: Hashable, context: dict[str, Any]) -> Resource:
         """A new resource for `key`: it takes a slot at once."""
@@ -1071,6 +1234,7 @@ class PoolCore:
         self.used += 1
         entry = self._entry(key)
         entry.resources.append(res)
+        res.home = entry.idle
         # Callers already waiting for this key join it, FIFO, as far as it has
         # places: the factory runs once however many ask (single flight).
         for caller in list(entry.waiters.values()):
@@ -1145,20 +1309,35 @@ class PoolCore:
 
     def _unmap(self, res: Resource) -> None:
         """Take `res` out of the key map: new requests no longer get it."""
+        res.retired = True  # before any claim: callers re-check it (see _fastpath)
         if not res.mapped:
             return
         res.mapped = False
         entry = self.keys[res.key]
         entry.resources.remove(res)
         self._dirty[res.key] = None
+        self._publish_view(entry)
         self._forget_if_empty(entry)
 
-    def _retire(self, now: float, res: Resource, reason: str) -> None:
+    def _publish_view(self, entry: KeyEntry) -> None:
+        """Shared mode: show `acquire()` callers the key's open resource."""
+        if not self._shared:
+            return
+        for res in entry.resources:
+            if res.phase is Phase.OPEN:
+                self.published.view[entry.key] = res.obj
+                return
+        self.published.view.pop(entry.key, None)
+
+    def _retire(
+        self, now: float, res: Resource, reason: str, *, owned: bool = False
+    ) -> None:
         """Take `res` out of service: the one way a resource leaves it.
 
         Out of the key map at once; a creation in flight still serves the
         callers that joined it and retires when it opens; an open resource
-        waits for its holders (`RETIRING`) or closes now.
+        waits for its holders (`RETIRING`) or closes now. `owned`: the core
+        has exclusive `res` in hand (not in its idle list, not held).
         """
         self._unmap(res)
         if not res.reason:
@@ -1171,19 +1350,25 @@ class PoolCore:
         elif res.phase is Phase.OPEN:
             for kind in ("lifetime", "idle"):
                 self.timers.cancel(res.timers.pop(kind, None))
-            if res.holders:
-                self._move(now, res, "drain")
-                self._timer(res, "drain", now + self.options.drain_timeout)
-                self._log(
-                    "info",
-                    "pool.resource.retired",
-                    res.key,
-                    reason=res.reason,
-                    holders=res.holders,
-                )
-                self._notify(res, "retired")
+            if self._exclusive:
+                # Free only if the core has it: in hand, being pinged (the
+                # actor closes after the ping), or taken from its idle list.
+                free = owned or bool(res.ping_seq) or self._claim(res)
             else:
+                free = not res.holders
+            if free:
                 self._close(now, res)
+                return
+            self._move(now, res, "drain")
+            self._timer(res, "drain", now + self.options.drain_timeout)
+            self._log(
+                "info",
+                "pool.resource.retired",
+                res.key,
+                reason=res.reason,
+                holders=res.holders,
+            )
+            self._notify(res, "retired")
 
     def _close(self, now: float, res: Resource) -> None:
         self.timers.cancel(res.timers.pop("drain", None))
@@ -1192,11 +1377,13 @@ class PoolCore:
         self.effects.append(Close(res.rid))
 
     def _evict(self, now: float, res: Resource, reason: str, error: str) -> None:
+        """Retire `res` after a failed or unanswered ping (exclusive: the core
+        had it in hand for the ping)."""
         self.n["health_evictions"] += 1
         if self._sweep is not None:
             self._sweep.evicted += 1
         self._log("warning", "pool.health.evicted", res.key, reason=reason, error=error)
-        self._retire(now, res, reason)
+        self._retire(now, res, reason, owned=self._exclusive)
 
     def _move(self, now: float, res: Resource, event: str) -> None:
         """Move `res` along the lifecycle table; account for what it frees."""
@@ -1216,9 +1403,6 @@ class PoolCore:
             del self.resources[res.rid]
             for kind in list(res.timers):
                 self.timers.cancel(res.timers.pop(kind))
-            for lid in res.leases:
-                del self.leases[lid]
-            res.leases.clear()
             res.holders = 0
             res.replaces = []
             if res.global_held:
@@ -1325,7 +1509,13 @@ class PoolCore:
         for _ in range(min(_PING_CHUNK, len(sweep.unsent))):
             rid = sweep.unsent.popleft()
             res = self.resources.get(rid)
-            if res is not None and self._pingable(res):
+            # Exclusive: pinged only if the core can take it from its idle
+            # list, so no holder uses it during the ping.
+            if (
+                res is not None
+                and self._pingable(res)
+                and (not self._exclusive or self._claim(res))
+            ):
                 res.ping_seq = sweep.seq
                 self.effects.append(Ping(rid, sweep.seq))
             else:

@@ -126,7 +126,7 @@ class Events:
             a structlog logger, or a stdlib `logging.Logger` or adapter.
     """
 
-    __slots__ = ("_dynamic", "_logger", "_probe", "_seen", "_stdlib", "pool")
+    __slots__ = ("_dynamic", "_logger", "_probed", "_stdlib", "pool")
 
     def __init__(self, pool: str, logger: Any = None) -> None:
         self.pool = pool
@@ -143,9 +143,10 @@ class Events:
         # emit time, so their debug check follows structlog's configuration; a
         # bound logger of the user's is fixed, and so is its level check.
         self._dynamic = logger is None or isinstance(logger, BoundLoggerLazyProxy)
-        self._seen: tuple[bool, Any, Any] | None = None
-        self._probe: Callable[[int], bool] = (
-            _STDLIB.isEnabledFor if self._dynamic else _level_probe(logger)
+        # (the configuration probed, its "is this level enabled?" check)
+        self._probed: tuple[tuple[bool, Any, Any] | None, Callable[[int], bool]] = (
+            None,
+            _STDLIB.isEnabledFor if self._dynamic else _level_probe(logger),
         )
 
     def _target(self) -> _StdlibLogger | None:
@@ -164,47 +165,58 @@ class Events:
         **fields: Any,
     ) -> None:
         """Per-acquire detail: costs a level check when debug is filtered out."""
+        if self.debug_known():
+            self._emit("debug", event, key, context, fields)
+
+    def debug_enabled(self) -> bool:
+        """Whether a debug event would be emitted now (probing afresh)."""
+        if self._dynamic:
+            self._reprobe()
+        return bool(self._probed[1](_DEBUG))
+
+    def debug_known(self) -> bool:
+        """Whether a debug event would be emitted now.
+
+        Safe and cheap from any thread (the hit path asks it in callers'
+        threads): the configuration probed and its level check are one
+        tuple, replaced whole, so a reader never pairs a configuration with
+        another's check; a configuration that changed is probed again (two
+        threads probing at once store equal answers).
+        """
+        seen, probe = self._probed
         if self._dynamic:
             config = _LIVE_CONFIG
-            seen = self._seen
             if (
                 seen is None
                 or config.is_configured is not seen[0]
                 or config.default_wrapper_class is not seen[1]
                 or config.logger_factory is not seen[2]
             ):
-                self._reprobe()
-        if not self._probe(_DEBUG):
-            return
-        self._emit("debug", event, key, context, fields)
+                probe = self._reprobe()
+        return bool(probe(_DEBUG))
 
-    def debug_enabled(self) -> bool:
-        """Whether a debug event would be emitted now."""
-        if self._dynamic:
-            self._reprobe()
-        return bool(self._probe(_DEBUG))
-
-    def _reprobe(self) -> None:
+    def _reprobe(self) -> Callable[[int], bool]:
         """Find out how the logger of this moment decides whether debug is on."""
-        self._seen = (
+        seen = (
             _LIVE_CONFIG.is_configured,
             _LIVE_CONFIG.default_wrapper_class,
             _LIVE_CONFIG.logger_factory,
         )
+        probe: Callable[[int], bool]
         if self._logger is None and not _LIVE_CONFIG.is_configured:
             # The stdlib path: its own level check follows `logging` as it
             # changes (setLevel clears the logger's cache).
-            self._probe = _STDLIB.isEnabledFor
-            return
-        try:
-            logger = (
-                self._logger if self._logger is not None else structlog.get_logger()
-            )
-            bound = logger.bind()
-        except Exception:  # a logger factory that fails: let the emit show it
-            self._probe = _always
-            return
-        self._probe = _level_probe(bound)
+            probe = _STDLIB.isEnabledFor
+        else:
+            try:
+                logger = (
+                    self._logger if self._logger is not None else structlog.get_logger()
+                )
+                probe = _level_probe(logger.bind())
+            except Exception:  # a logger factory that fails: let the emit show it
+                probe = _always
+        self._probed = (seen, probe)
+        return probe
 
     def info(
         self,

@@ -10,6 +10,8 @@ import contextlib
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar, cast
 
+from pooler_actors import _fastpath as fastpath
+from pooler_actors.lease import Lease
 from pooler_actors.options import PoolOptions, build_options
 from pooler_actors.supervisor import PoolRef, PoolSupervisor
 
@@ -49,6 +51,26 @@ class FacadeBase(Generic[K, T]):
         """Whether the pool has been closed."""
         return not self._ref.is_alive()
 
+    def _hit(self, key: K, timeout: float | None) -> Any:
+        """`acquire` served in this thread, or `MISS` (see `_fastpath`)."""
+        if timeout is not None and not _valid_timeout(timeout):
+            return fastpath.MISS  # the message says what is wrong with it
+        ref = self._ref
+        return fastpath.hit(ref.published, key, ref.events.debug_known, ref.wake)
+
+    def _take(self, key: K, timeout: float | None) -> Any:
+        """An exclusive checkout served in this thread, or `MISS`."""
+        if timeout is not None and not _valid_timeout(timeout):
+            return fastpath.MISS
+        ref = self._ref
+        return fastpath.checkout(ref.published, key, ref.events.debug_known, ref.wake)
+
+    def _give(self, lease: Lease[K, T], broken: bool) -> Any:
+        """An exclusive checkin done in this thread, or `MISS`."""
+        if broken:
+            return fastpath.MISS
+        return fastpath.checkin(self._ref.published, lease, self._ref.wake)
+
     def _close_bound(self) -> float:
         """How long `close()` may wait: closes, then held resources draining."""
         return self.options.close_timeout + self.options.drain_timeout + 1.0
@@ -61,3 +83,7 @@ class FacadeBase(Generic[K, T]):
         with contextlib.suppress(Exception):
             return bool(is_broken(error))
         return False
+
+
+def _valid_timeout(timeout: object) -> bool:
+    return type(timeout) in (int, float) and timeout >= 0  # type: ignore[operator]

@@ -60,6 +60,13 @@ class PoolFuture(pykka.Future[T]):
         state = ("pending", "value", "error")[self._state]
         return f"<PoolFuture {state}{' withdrawn' if self.withdrawn else ''}>"
 
+    @classmethod
+    def done(cls, value: T) -> PoolFuture[T]:
+        """A future already settled with `value`."""
+        future: PoolFuture[T] = cls()
+        future.try_set(value)
+        return future
+
     @property
     def pending(self) -> bool:
         """Whether the future is neither settled nor withdrawn."""

@@ -93,3 +93,8 @@ class GlobalLost:
     """Capacity thread → supervisor: `rid`'s fleet lease was lost."""
 
     rid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notes:
+    """Hit path → supervisor: callers left notes (see `_fastpath`)."""

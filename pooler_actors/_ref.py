@@ -18,10 +18,13 @@ from typing import Any, cast
 
 import pykka
 
+from pooler_actors import _fastpath as fastpath
+from pooler_actors._core import Published
 from pooler_actors._future import PoolFuture
-from pooler_actors._messages import Withdraw
+from pooler_actors._messages import Notes, Withdraw
 from pooler_actors._pykka import Envelope, is_stop
 from pooler_actors.errors import PoolClosedError
+from pooler_actors.messages import Acquire
 
 __all__ = ["Mailbox", "PoolRef", "live_pools"]
 
@@ -39,6 +42,19 @@ class PoolRef(pykka.ActorRef[Any]):
     pool_name: str = "pool"
     #: The supervisor's thread, joined by `close()` so no thread is left.
     thread: threading.Thread | None = None
+    #: What the core publishes for the hit path (see `_fastpath`).
+    published: Published
+    #: The pool's event emitter (`debug_known` says whether debug is on).
+    events: Any
+
+    def tell_quietly(self, message: object) -> None:
+        """Tell the supervisor `message`, unless it is gone (never raises)."""
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.tell(message)
+
+    def wake(self) -> None:
+        """Tell the supervisor that hit-path notes wait (never raises)."""
+        self.tell_quietly(Notes())
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the supervisor's thread to end (after a stop)."""
@@ -51,6 +67,11 @@ class PoolRef(pykka.ActorRef[Any]):
     def ask(
         self, message: Any, *, block: bool = True, timeout: float | None = None
     ) -> Any:
+        if type(message) is Acquire:  # an open key answers without a round trip
+            debug = self.events.debug_known
+            value = fastpath.hit(self.published, message.key, debug, self.wake)
+            if value is not fastpath.MISS:
+                return value if block else PoolFuture.done(value)
         if block and threading.current_thread() is self.thread:
             raise RuntimeError(
                 f"pool {self.pool_name!r} was called from its own thread (a "
@@ -134,6 +155,8 @@ def _forget_pools_in_child() -> None:
     for ref in list(live_pools):
         cast(Mailbox, ref.actor_inbox).closed_as = ref.pool_name
         ref.actor_stopped.set()
+        ref.published.view.clear()  # the parent's resources: not the child's
+        ref.published.idle.clear()
     live_pools.clear()
 
 

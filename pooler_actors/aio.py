@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self, cast, overload
 
+from pooler_actors import _fastpath as fastpath
 from pooler_actors._facade import FacadeBase, K, T
 from pooler_actors._future import PoolFuture
 from pooler_actors._pykka import stop_message
@@ -85,15 +86,24 @@ class AsyncPool(FacadeBase[K, T]):
     async def acquire(self, key: K, timeout: float | None = None) -> T:
         """Return `key`'s shared resource; see
         [Pool.acquire][pooler_actors.Pool.acquire]."""
-        return cast(T, await self._ask(Acquire(key, timeout)))
+        value = self._hit(key, timeout)
+        if value is fastpath.MISS:
+            value = await self._ask(Acquire(key, timeout))
+        return cast(T, value)
 
     async def checkout(self, key: K, timeout: float | None = None) -> Lease[K, T]:
         """Hold one resource of `key`; see
         [Pool.checkout][pooler_actors.Pool.checkout]."""
-        return cast(Lease[K, T], await self._ask(Checkout(key, timeout)))
+        lease = self._take(key, timeout)
+        if lease is fastpath.MISS:
+            lease = await self._ask(Checkout(key, timeout))
+        return cast(Lease[K, T], lease)
 
     async def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
         """Give `lease` back; see [Pool.checkin][pooler_actors.Pool.checkin]."""
+        done = self._give(lease, broken)
+        if done is not fastpath.MISS:
+            return cast(bool, done)
         try:
             return cast(bool, await self._ask(Checkin(lease, broken)))
         except PoolClosedError:

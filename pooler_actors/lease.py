@@ -23,14 +23,38 @@ class Lease(Generic[K, T]):
         resource: the resource itself.
     """
 
-    __slots__ = ("_lid", "_pool", "_rid", "key", "resource")
+    __slots__ = ("_handle", "_lid", "_once", "_pool", "_rid", "key", "resource")
 
-    def __init__(self, key: K, resource: T, *, pool: object, rid: int, lid: int):
+    def __init__(
+        self,
+        key: K,
+        resource: T,
+        *,
+        pool: object,
+        rid: int,
+        lid: int,
+        handle: object = None,
+    ):
         self.key = key
         self.resource = resource
         self._pool = pool
         self._rid = rid
         self._lid = lid
+        self._handle = handle  # the core's record of the resource (hit path)
+        self._once = [True]  # popped by the one checkin that counts
+
+    def claim_checkin(self) -> bool:
+        """Whether this is the lease's first checkin (atomic: `list.pop`)."""
+        try:
+            self._once.pop()
+        except IndexError:
+            return False
+        return True
+
+    @property
+    def handle(self) -> object:
+        """The pool's record of the resource (for the pool's own hit path)."""
+        return self._handle
 
     def __repr__(self) -> str:
         return f"<Lease #{self._lid} of {self.key!r}>"

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Self, cast, overload
 
+from pooler_actors import _fastpath as fastpath
 from pooler_actors._facade import FacadeBase, K, T
 from pooler_actors._future import PoolFuture
 from pooler_actors._pykka import stop_message
@@ -94,14 +95,20 @@ class Pool(FacadeBase[K, T]):
             TypeError: an unhashable key, or a pool of leases.
             ValueError: a negative timeout.
         """
-        return cast(T, self._ref.ask(Acquire(key, timeout)))
+        value = self._hit(key, timeout)
+        if value is fastpath.MISS:
+            value = self._ref.ask(Acquire(key, timeout))
+        return cast(T, value)
 
     def checkout(self, key: K, timeout: float | None = None) -> Lease[K, T]:
         """Hold one resource of `key` until [checkin][pooler_actors.Pool.checkin].
 
         Raises as [acquire][pooler_actors.Pool.acquire] does.
         """
-        return cast(Lease[K, T], self._ref.ask(Checkout(key, timeout)))
+        lease = self._take(key, timeout)
+        if lease is fastpath.MISS:
+            lease = self._ref.ask(Checkout(key, timeout))
+        return cast(Lease[K, T], lease)
 
     def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
         """Give `lease` back; `broken=True` retires its resource.
@@ -112,6 +119,9 @@ class Pool(FacadeBase[K, T]):
         Raises:
             ValueError: the lease is of another pool.
         """
+        done = self._give(lease, broken)
+        if done is not fastpath.MISS:
+            return cast(bool, done)
         try:
             return cast(bool, self._ref.ask(Checkin(lease, broken)))
         except PoolClosedError:

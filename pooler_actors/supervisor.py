@@ -22,6 +22,7 @@ from typing import Any, cast
 import pykka
 
 from pooler_actors import _effects as fx
+from pooler_actors import _fastpath as fastpath
 from pooler_actors import _messages as im
 from pooler_actors import _pykka
 from pooler_actors._capacity import CapacityDriver
@@ -51,7 +52,6 @@ from pooler_actors.stats import Stats
 __all__ = ["PoolRef", "PoolSupervisor"]
 
 _MAX_WAIT = 3600.0  # longest single mailbox wait: any deadline, however far, fits
-
 Handler = Callable[[float, Any, Any], None]
 
 
@@ -89,19 +89,22 @@ class PoolSupervisor(pykka.ThreadingActor):
             ref, factory, pool_name=self.name, actor_type=self.resource_actor_type
         )
         self._events = Events(options.name, logger)
-        self._core = c = PoolCore(options, pool_id=self, rand=self._random)
+        rand = lambda: random.uniform(0.0, 1.0)  # noqa: E731 - looked up per call
+        self._core = c = PoolCore(options, pool_id=self, rand=rand)
+        ref.published, ref.events = c.published, self._events  # the hit path
         self._cids = itertools.count(1)
-        # cid -> (reply future, whether an undelivered reply goes back to the core)
+        # cid -> (its reply future, whether an undelivered reply goes to the core)
         self._replies: dict[int, tuple[PoolFuture[Any], bool]] = {}
         self._watchers: list[pykka.ActorRef[Any]] = []
         self._fleet: Any = None
         if options.global_capacity is not None:  # a bad one fails here, not later
+            tell = ref.tell_quietly
             self._fleet = CapacityDriver(
                 options.global_capacity,
                 pool_name=self.name,
-                on_granted=lambda rid, held: self._tell(im.GlobalGranted(rid, held)),
-                on_unavailable=lambda rid, e: self._tell(im.GlobalUnavailable(rid, e)),
-                on_lost=lambda rid: self._tell(im.GlobalLost(rid)),
+                on_granted=lambda rid, held: tell(im.GlobalGranted(rid, held)),
+                on_unavailable=lambda rid, e: tell(im.GlobalUnavailable(rid, e)),
+                on_lost=lambda rid: tell(im.GlobalLost(rid)),
             )
         cid = self._cid
         self._on_message: dict[type, Handler] = {
@@ -119,6 +122,7 @@ class PoolSupervisor(pykka.ThreadingActor):
             Unwatch: lambda t, m, r: self._watch(m.watcher, r, add=False),
             im.Withdraw: lambda t, m, r: c.give_up(t, m.future.cid),
             im.HealthTick: lambda t, m, r: c.health_check(t),
+            im.Notes: self._notes,
             im.Resume: lambda t, m, r: c.resume(t),
             im.Ready: lambda t, m, r: c.ready(t, m.rid, m.attempt, m.resource),
             im.Failed: lambda t, m, r: c.failed(t, m.rid, m.attempt, m.error),
@@ -149,12 +153,8 @@ class PoolSupervisor(pykka.ThreadingActor):
         return f"<PoolSupervisor {self.name!r}>"
 
     def stats(self) -> Stats:
-        """The pool's stats now, for a subclass's own handlers (its thread only)."""
+        """The pool's stats now, for a subclass's handlers (in its thread)."""
         return self._core.snapshot()
-
-    @staticmethod
-    def _random() -> float:
-        return random.uniform(0.0, 1.0)
 
     # --- the actor runtime: pykka's hooks for actor implementors -----------
 
@@ -229,10 +229,6 @@ class PoolSupervisor(pykka.ThreadingActor):
             self._actors.stop_all()
             self._stopped(fx.Stopped(f"failed: {error!r}"))
 
-    def _tell(self, message: object) -> None:
-        with contextlib.suppress(pykka.ActorDeadError):
-            self.actor_ref.tell(message)
-
     # --- requests --------------------------------------------------------------
 
     def _cid(self, reply: PoolFuture[Any] | None, *, acquire: bool = False) -> int:
@@ -250,12 +246,17 @@ class PoolSupervisor(pykka.ThreadingActor):
         )
 
     def _watch(self, watcher: pykka.ActorRef[Any], reply: Any, *, add: bool) -> None:
-        if add and watcher not in self._watchers:
-            self._watchers.append(watcher)
-        elif not add and watcher in self._watchers:
+        if watcher in self._watchers:
             self._watchers.remove(watcher)
+        if add:
+            self._watchers.append(watcher)
         if reply is not None:
             reply.try_set(None)
+
+    def _notes(self, now: float, _msg: object, _reply: object) -> None:
+        self._core.debug = self._events.debug_known()  # only what is logged
+        self._core.notes(now, fastpath.drain(self._core.published))
+        self._core.debug = True
 
     def _closed(self, now: float, msg: im.Closed, _reply: object) -> None:
         self._actors.ended(msg.rid, msg.attempt)
