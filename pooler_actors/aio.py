@@ -8,7 +8,7 @@ awaits a request withdraws it: it is never granted anything afterwards.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self, cast, overload
@@ -60,7 +60,7 @@ class AsyncPool(FacadeBase[K, T]):
 
     @overload
     def __init__(
-        self: AsyncPool[Hashable, T],
+        self: AsyncPool[K, T],
         factory: Callable[[], T],
         *,
         options: PoolOptions | None = None,

@@ -6,7 +6,7 @@ supervisor, whose `ActorRef` is [Pool.actor_ref][pooler_actors.Pool.actor_ref].
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Self, cast, overload
@@ -62,7 +62,7 @@ class Pool(FacadeBase[K, T]):
 
     @overload
     def __init__(
-        self: Pool[Hashable, T],
+        self: Pool[K, T],
         factory: Callable[[], T],
         *,
         options: PoolOptions | None = None,

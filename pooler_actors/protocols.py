@@ -9,6 +9,7 @@ from pooler_actors.stats import Stats
 
 __all__ = ["Factory", "Pooler", "Reusable"]
 
+K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
@@ -25,9 +26,10 @@ class Reusable(Protocol):
         """Check the resource; raise when it is unhealthy."""
 
 
-Factory: TypeAlias = Callable[[], T] | Callable[[Hashable], T]
+Factory: TypeAlias = Callable[[K], T] | Callable[[], T]
 """What makes a resource: `factory(key)` when it takes a positional
-parameter, else `factory()`."""
+parameter, else `factory()`. `Factory[str, Conn]` is either a
+`(key: str) -> Conn` or a `() -> Conn`."""
 
 
 @runtime_checkable
