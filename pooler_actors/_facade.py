@@ -38,7 +38,7 @@ class FacadeBase(Generic[K, T]):
 
     def __init__(
         self,
-        factory: Callable[[K], T] | Callable[[], T],
+        factory: Callable[..., Any],
         *,
         options: PoolOptions | None = None,
         logger: Any = None,

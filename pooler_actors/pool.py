@@ -41,6 +41,8 @@ class Pool(FacadeBase[K, T]):
     [PoolSupervisor][pooler_actors.PoolSupervisor]; the options are those of
     [PoolOptions][pooler_actors.PoolOptions]. `acquire` shares one resource
     per key among all callers (the Go model); `lease` holds one for a block.
+    The factory and the resources are sync: an `async def` factory is a
+    `TypeError` here (use [AsyncPool][pooler_actors.AsyncPool]).
 
     Example:
         ```python

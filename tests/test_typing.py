@@ -49,9 +49,16 @@ with Pool(connect) as pool:
 Pool(connect_two)  # E: arg-type
 
 
+async def aconnect(db: int) -> Conn:
+    return Conn()
+
+
 async def main() -> None:
     async with AsyncPool(connect) as apool:
         await apool.acquire(12345)  # E: arg-type
+    async with AsyncPool(aconnect) as native:
+        await native.acquire("zero")  # E: arg-type
+        text: str = await native.acquire(0)  # E: assignment
 """
 
 

@@ -24,6 +24,7 @@ from pooler_actors import (
     PoolRef,
     PoolSupervisor,
     Release,
+    Reusable,
     Stats,
 )
 
@@ -54,6 +55,28 @@ class TenantDB:
 
     def close(self) -> None:
         pass
+
+
+class AsyncConn:
+    """An asyncio-native resource: `ping()` and `close()` are coroutines."""
+
+    def __init__(self, db: int) -> None:
+        self.db = db
+
+    async def ping(self) -> None:
+        await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        await asyncio.sleep(0)
+
+
+async def aconnect(db: int) -> AsyncConn:
+    await asyncio.sleep(0)
+    return AsyncConn(db)
+
+
+async def aconnect_default() -> AsyncConn:
+    return AsyncConn(0)
 
 
 def connect(tenant: str) -> Conn:
@@ -120,6 +143,8 @@ def key_less_factories() -> None:
 
 
 def shapes() -> None:
+    both: list[Reusable] = [Conn("x"), AsyncConn(1)]  # sync or async methods
+    assert len(both) == 2
     keyed: Factory[str, Conn] = connect
     plain: Factory[str, Conn] = connect_default
     assert callable(keyed)
@@ -185,6 +210,15 @@ async def with_asyncio() -> None:
 
     async with AsyncPool(connect_default) as anything:
         assert_type(anything, AsyncPool[Hashable, Conn])
+
+    # An async factory: the pool holds what it returns once awaited.
+    async with AsyncPool(aconnect, health_check_interval=0.01) as native:
+        assert_type(native, AsyncPool[int, AsyncConn])
+        three = await native.acquire(3)
+        assert_type(three, AsyncConn)
+        assert three.db == 3
+    async with AsyncPool(aconnect_default) as keyless:
+        assert_type(keyless, AsyncPool[Hashable, AsyncConn])
 
 
 def main() -> None:
