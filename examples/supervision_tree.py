@@ -102,7 +102,7 @@ class SessionService(pykka.ThreadingActor):
             health_check_interval=None,
             name=f"sessions-{self.generation}",
         )
-        pool: PoolRef = AuditedPool.start(Session, options)  # type: ignore[assignment]
+        pool = AuditedPool.start(Session, options)
         pool.tell(Watch(self.actor_ref))  # tell me with PoolStopped when it stops
         return pool
 

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,9 @@ LEGEND = {
 _started = time.monotonic()
 
 
-def _elapsed(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _elapsed(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Stamp each event with seconds since the demo started."""
     event["timestamp"] = f"+{time.monotonic() - _started:6.3f}s"
     return event

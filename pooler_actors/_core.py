@@ -617,11 +617,10 @@ class PoolCore:
         ):
             return
         self.timers.cancel(res.timers.pop("create", None))
-        if self._may_retry(now, res):
+        delay = self._retry_delay(now, res)
+        if delay is not None:
             res.attempts += 1
             res.backoff = True
-            delay = self.options.create_backoff * 2 ** (res.attempts - 1)
-            delay *= 0.5 + self._rand()
             self.n["create_retries"] += 1
             self._log(
                 "warning",
@@ -1258,14 +1257,19 @@ class PoolCore:
         self._log("debug", "pool.resource.creating", res.key, res.context)
         self.effects.append(Start(res.rid, res.key, res.attempts))
 
-    def _may_retry(self, now: float, res: Resource) -> bool:
+    def _retry_delay(self, now: float, res: Resource) -> float | None:
+        """The jittered backoff before the next try of `res`'s factory, or
+        `None`: no retry (none left, nobody wants it, or the next try would
+        come after the deadline of every caller waiting for it)."""
         if res.attempts >= self.options.create_retries or self.closing is not None:
-            return False
+            return None
         if not (res.mapped or res.joiners or res.ops):
-            return False
+            return None
+        delay = self.options.create_backoff * 2**res.attempts * (0.5 + self._rand())
         latest = max((c.deadline for c in res.joiners), default=_INF)
-        next_try = self.options.create_backoff * 2**res.attempts * 0.5
-        return bool(now + next_try < latest)
+        # The jittered delay, not its minimum: a retry that lands after the
+        # deadline would turn the factory's error into an AcquireTimeout.
+        return delay if now + delay < latest else None
 
     def _fail_creation(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic
 
 from pooler_actors import _fastpath as fastpath
 from pooler_actors.lease import Lease
@@ -17,8 +17,22 @@ from pooler_actors.supervisor import PoolRef, PoolSupervisor
 
 __all__ = ["FacadeBase", "K", "T"]
 
-K = TypeVar("K", bound=Hashable)
-T = TypeVar("T")
+if TYPE_CHECKING:
+    # Type-checkers know typing_extensions (typeshed ships it); nothing
+    # imports it at run time, where typing.TypeVar has no defaults before 3.13.
+    from typing_extensions import TypeVar
+
+    #: The key type. A factory that takes no key says nothing about keys, so
+    #: `Pool(connect)` with `connect() -> Conn` is a `Pool[Hashable, Conn]`;
+    #: `pool: Pool[str, Conn] = Pool(connect)` narrows it.
+    K = TypeVar("K", bound=Hashable, default=Hashable)
+    #: The resource type (it has a default only because it follows `K`).
+    T = TypeVar("T", default=Any)
+else:
+    from typing import TypeVar
+
+    K = TypeVar("K", bound=Hashable)
+    T = TypeVar("T")
 
 
 class FacadeBase(Generic[K, T]):
@@ -26,7 +40,7 @@ class FacadeBase(Generic[K, T]):
 
     def __init__(
         self,
-        factory: Callable[[K], T] | Callable[[], T],
+        factory: Callable[..., Any],
         *,
         options: PoolOptions | None = None,
         logger: Any = None,
@@ -35,7 +49,7 @@ class FacadeBase(Generic[K, T]):
         opts = build_options(options, option_fields)
         self.options = opts
         self.name = opts.name
-        self._ref = cast(PoolRef, PoolSupervisor.start(factory, opts, logger=logger))
+        self._ref = PoolSupervisor.start(factory, opts, logger=logger)
 
     def __repr__(self) -> str:
         state = "open" if self._ref.is_alive() else "closed"

@@ -26,7 +26,7 @@ from pooler_actors._pykka import Envelope, is_stop
 from pooler_actors.errors import PoolClosedError
 from pooler_actors.messages import Acquire
 
-__all__ = ["Mailbox", "PoolRef", "live_pools"]
+__all__ = ["Mailbox", "PoolActor", "PoolRef", "live_pools"]
 
 
 class PoolRef(pykka.ActorRef[Any]):
@@ -100,6 +100,19 @@ class PoolRef(pykka.ActorRef[Any]):
         if not self.is_alive():
             raise PoolClosedError(self.pool_name)
         self.actor_inbox.put(Envelope(message))
+
+
+class PoolActor(pykka.ThreadingActor):
+    """The supervisor's base: `start()` returns a [PoolRef][pooler_actors.PoolRef].
+
+    pykka types `start()` as returning a plain `ActorRef`, whose `ask()` a
+    type-checker sees as `Any | Future[Any]`; a `PoolRef`'s is `Any`.
+    """
+
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> PoolRef:
+        """Start the actor (as pykka's `start`); returns its `PoolRef`."""
+        return cast(PoolRef, super().start(*args, **kwargs))
 
 
 class Mailbox(queue.SimpleQueue[Envelope[Any]]):

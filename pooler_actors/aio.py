@@ -2,13 +2,16 @@
 
 Each call sends one message to the supervisor and awaits its reply future,
 which wakes the loop through `call_soon_threadsafe`. Cancelling a task that
-awaits a request withdraws it: it is never granted anything afterwards.
+awaits a request withdraws it: it is never granted anything afterwards. An
+`async def` factory, `ping()` or `close()` is awaited on the pool's loop by the
+resource's actor (see `_loop.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self, cast, overload
@@ -16,6 +19,7 @@ from typing import Any, Self, cast, overload
 from pooler_actors import _fastpath as fastpath
 from pooler_actors._facade import FacadeBase, K, T
 from pooler_actors._future import PoolFuture
+from pooler_actors._loop import EventLoop, LoopFactory
 from pooler_actors._pykka import stop_message
 from pooler_actors.errors import PoolClosedError
 from pooler_actors.lease import Lease
@@ -42,12 +46,28 @@ class AsyncPool(FacadeBase[K, T]):
     [Pool][pooler_actors.Pool]; the options are those of
     [PoolOptions][pooler_actors.PoolOptions].
 
+    It takes asyncio-native resources: the factory may be `async def`, and so
+    may a resource's `ping()` and `close()`. Those coroutines are awaited on
+    the pool's event loop — the loop running when the pool is made, else the
+    one running at its first call — while sync ones run on the pool's worker
+    threads, as in `Pool`.
+
     Example:
         ```python
         async with AsyncPool(connect, max_open_resources=5) as pool:
             conn = await pool.acquire("tenant-a", timeout=2.0)
         ```
     """
+
+    @overload
+    def __init__(
+        self: AsyncPool[K, T],
+        factory: Callable[[K], Awaitable[T]],
+        *,
+        options: PoolOptions | None = None,
+        logger: Any = None,
+        **option_fields: Any,
+    ) -> None: ...
 
     @overload
     def __init__(
@@ -61,7 +81,17 @@ class AsyncPool(FacadeBase[K, T]):
 
     @overload
     def __init__(
-        self: AsyncPool[Hashable, T],
+        self: AsyncPool[K, T],
+        factory: Callable[[], Awaitable[T]],
+        *,
+        options: PoolOptions | None = None,
+        logger: Any = None,
+        **option_fields: Any,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: AsyncPool[K, T],
         factory: Callable[[], T],
         *,
         options: PoolOptions | None = None,
@@ -71,15 +101,24 @@ class AsyncPool(FacadeBase[K, T]):
 
     def __init__(
         self,
-        factory: Callable[[K], T] | Callable[[], T],
+        factory: Callable[[K], Awaitable[T] | T] | Callable[[], Awaitable[T] | T],
         *,
         options: PoolOptions | None = None,
         logger: Any = None,
         **option_fields: Any,
     ) -> None:
-        super().__init__(factory, options=options, logger=logger, **option_fields)
+        self._loop = EventLoop()
+        with contextlib.suppress(RuntimeError):  # no loop runs yet: bound later
+            self._loop.bind(asyncio.get_running_loop())
+        super().__init__(
+            LoopFactory(factory, self._loop),
+            options=options,
+            logger=logger,
+            **option_fields,
+        )
 
     async def _ask(self, message: object) -> Any:
+        self._loop.bind(asyncio.get_running_loop())
         future = cast(PoolFuture[Any], self._ref.ask(message, block=False))
         return await future
 

@@ -6,7 +6,7 @@ supervisor, whose `ActorRef` is [Pool.actor_ref][pooler_actors.Pool.actor_ref].
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Self, cast, overload
@@ -42,6 +42,8 @@ class Pool(FacadeBase[K, T]):
     [PoolSupervisor][pooler_actors.PoolSupervisor]; the options are those of
     [PoolOptions][pooler_actors.PoolOptions]. `acquire` shares one resource
     per key among all callers (the Go model); `lease` holds one for a block.
+    The factory and the resources are sync: an `async def` factory is a
+    `TypeError` here (use [AsyncPool][pooler_actors.AsyncPool]).
 
     Example:
         ```python
@@ -63,7 +65,7 @@ class Pool(FacadeBase[K, T]):
 
     @overload
     def __init__(
-        self: Pool[Hashable, T],
+        self: Pool[K, T],
         factory: Callable[[], T],
         *,
         options: PoolOptions | None = None,

@@ -1,12 +1,15 @@
 """The resource actor: one per resource; runs the factory, ping and close.
 
-All blocking user code runs here, in the resource's own actor thread, never in
-the supervisor. The actor reports every outcome to the supervisor by message,
-tagged with its resource id.
+All blocking user code runs here, on the pool's worker threads, never in the
+supervisor. The actor reports every outcome to the supervisor by message,
+tagged with its resource id. For an `AsyncPool`, a factory, `ping()` or
+`close()` that returns an awaitable is awaited on the pool's event loop while
+the actor's worker waits for it (see `_loop.py`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import inspect
 import threading
@@ -17,6 +20,7 @@ import pykka
 
 from pooler_actors import _pykka
 from pooler_actors._executor import Executor, ExecutorActor
+from pooler_actors._loop import EventLoop, LoopFactory, is_async_callable, settle
 from pooler_actors._messages import Closed, Failed, Ping, PingResult, Ready
 from pooler_actors.protocols import Reusable
 
@@ -65,6 +69,7 @@ class BaseResourceActor(pykka.Actor):
         attempt: int = 0,
         pool_name: str = "pool",
         executor: Executor | None = None,
+        loop: EventLoop | None = None,
     ) -> None:
         super().__init__(executor=executor)
         self.rid = rid
@@ -74,7 +79,10 @@ class BaseResourceActor(pykka.Actor):
         self._factory = factory
         self._pass_key = pass_key
         self._pool_name = pool_name
+        self._loop = loop
         self._resource: Any = None
+        # The coroutine awaited on the loop right now, if any (see abandon).
+        self._awaiting: concurrent.futures.Future[Any] | None = None
         #: Set once the actor's last report (`Closed`) was sent.
         self.finished = threading.Event()
 
@@ -86,13 +94,38 @@ class BaseResourceActor(pykka.Actor):
     # User code may raise anything, KeyboardInterrupt and SystemExit included:
     # each is contained and reported, never allowed to stop other actors.
 
+    def _settle(self, value: Any, what: str) -> Any:
+        """`value`, awaited on the pool's loop if it is awaitable."""
+        return settle(value, self._loop, what, self._track)
+
+    def _track(self, future: concurrent.futures.Future[Any] | None) -> None:
+        self._awaiting = future
+
+    def abandon(self) -> None:
+        """The pool wrote the actor off (its call did not return in time):
+        cancel the coroutine it awaits, if any, which frees its worker."""
+        future = self._awaiting
+        if future is not None:
+            future.cancel()
+        abandon = getattr(super(), "abandon", None)
+        if abandon is not None:
+            abandon()
+
     def on_start(self) -> None:
         try:
-            resource = self._factory(self.key) if self._pass_key else self._factory()
+            made = self._factory(self.key) if self._pass_key else self._factory()
+            resource = self._settle(made, "the factory")
             if not isinstance(resource, Reusable) or isinstance(resource, type):
                 raise TypeError(
                     f"factory returned {resource!r}, which is not a Reusable "
                     "instance (it needs close() and ping())"
+                )
+            if self._loop is None and (
+                is_async_callable(resource.ping) or is_async_callable(resource.close)
+            ):
+                raise TypeError(
+                    f"factory returned {resource!r}, whose ping() or close() is "
+                    "async def: asyncio-native resources need an AsyncPool"
                 )
         except BaseException as error:
             self._report(Failed(self.rid, self.attempt, error))
@@ -106,7 +139,7 @@ class BaseResourceActor(pykka.Actor):
             error: BaseException | None = None
             try:
                 if self._resource is not None:
-                    self._resource.ping()
+                    self._settle(self._resource.ping(), "ping()")
             except BaseException as exc:
                 error = exc
             self._report(PingResult(self.rid, message.seq, error))
@@ -127,7 +160,7 @@ class BaseResourceActor(pykka.Actor):
         error: BaseException | None = None
         if resource is not None:
             try:
-                resource.close()
+                self._settle(resource.close(), "close()")
             except BaseException as exc:
                 error = exc
         self.finished.set()
@@ -180,6 +213,16 @@ class ResourceActors:
         actor_type: type[BaseResourceActor],
     ) -> None:
         self._supervisor = supervisor
+        # An AsyncPool's factory comes with its event loop.
+        self._loop = factory.loop if isinstance(factory, LoopFactory) else None
+        if isinstance(factory, LoopFactory):
+            factory = factory.factory
+        elif is_async_callable(factory):
+            raise TypeError(
+                f"{factory!r} is an async def factory: its coroutines need an "
+                "event loop, so use AsyncPool (Pool and PoolSupervisor take "
+                "sync factories)"
+            )
         self._factory = factory
         self._pass_key = takes_key(factory)
         self._pool_name = pool_name
@@ -200,6 +243,7 @@ class ResourceActors:
             attempt=attempt,
             pool_name=self._pool_name,
             executor=self.executor,
+            loop=self._loop,
         )
         self._actors[rid] = actor
         _pykka.register_before(actor.actor_ref, self._supervisor)

@@ -29,7 +29,7 @@ from pooler_actors._capacity import CapacityDriver
 from pooler_actors._core import NO_KEY, PoolCore
 from pooler_actors._events import Events
 from pooler_actors._future import PoolFuture
-from pooler_actors._ref import Mailbox, PoolRef, live_pools
+from pooler_actors._ref import Mailbox, PoolActor, PoolRef, live_pools
 from pooler_actors.messages import (
     Acquire,
     Checkin,
@@ -55,7 +55,7 @@ _MAX_WAIT = 3600.0  # longest single mailbox wait: any deadline, however far, fi
 Handler = Callable[[float, Any, Any], None]
 
 
-class PoolSupervisor(pykka.ThreadingActor):
+class PoolSupervisor(PoolActor):
     """Owns a keyed pool: feeds its messages to the core, carries out effects.
 
     Start it with `PoolSupervisor.start(factory, options)`; the returned
