@@ -54,6 +54,8 @@ from pooler_actors.stats import COUNTERS, Stats
 
 __all__ = [
     "BACK",
+    "BROKEN",
+    "HANDOVER",
     "HIT",
     "IN",
     "NO_KEY",
@@ -108,6 +110,7 @@ class Resource:
     replaces: list[Resource] = field(default_factory=list)
     holders: int = 0
     retired: bool = False  # out of service for good (callers re-check it)
+    tokens: list[Any] = field(default_factory=list)  # shared: hit-path leases
     home: list[Resource] | None = None  # exclusive: its key's idle list
     joiners: list[Caller] = field(default_factory=list)
     ops: list[_Op] = field(default_factory=list)
@@ -141,14 +144,25 @@ class Published:
     [PoolCore.notes][pooler_actors._core.PoolCore.notes].
     """
 
-    __slots__ = ("exclusive", "idle", "noted", "notes", "pool_id", "view", "waiting")
+    __slots__ = (
+        "exclusive",
+        "idle",
+        "noted",
+        "notes",
+        "pool_id",
+        "shared",
+        "view",
+        "waiting",
+    )
 
-    def __init__(self, pool_id: object, *, exclusive: bool) -> None:
+    def __init__(self, pool_id: object, *, exclusive: bool, shared: bool) -> None:
         self.pool_id = pool_id
         #: Leases are exclusive (`max_holders=1`): checkins go to idle lists.
         self.exclusive = exclusive
-        #: Shared mode: key -> its open resource, for `acquire()`.
-        self.view: dict[Hashable, Any] = {}
+        #: One resource per key, any number of holders: `view` is kept.
+        self.shared = shared
+        #: Shared mode: key -> its open resource's record.
+        self.view: dict[Hashable, Resource] = {}
         #: Exclusive mode: key -> its list of idle resources (KeyEntry.idle).
         self.idle: dict[Hashable, list[Resource]] = {}
         #: Keys with callers queued in the core: the hit path stays out of them.
@@ -161,6 +175,7 @@ class Published:
 
 #: The kinds of note the hit path leaves (see `PoolCore.notes`).
 HIT, OUT, IN, BACK = "hit", "out", "in", "back"
+HANDOVER, BROKEN = "handover", "broken"
 
 
 @dataclass(eq=False, slots=True)
@@ -229,8 +244,10 @@ class PoolCore:
         self.slots: dict[Caller | _Refill, Caller | _Refill] = {}  # FIFO for a slot
         self.queued = 0  # callers in some key's FIFO
         #: The state callers' threads may read and take from (the hit path).
-        self.published = Published(pool_id, exclusive=self._exclusive)
         self._shared = options.shared
+        self.published = Published(
+            pool_id, exclusive=self._exclusive, shared=self._shared
+        )
         self.timers = Timers()
         self.n: dict[str, int] = dict.fromkeys(
             (c for c in COUNTERS if c != "wait_duration"), 0
@@ -362,8 +379,7 @@ class PoolCore:
                 )
             )
             return
-        res = self._give_back(now, lease, broken)
-        self.effects.append(Reply(cid, res is not None))
+        self.effects.append(Reply(cid, self._give_back(now, lease, broken)))
         self._pump(now)
 
     def release(self, now: float, cid: int, key: Hashable) -> None:
@@ -825,7 +841,7 @@ class PoolCore:
         res = self._timer_fired(rid, "idle")
         if res is None or res.phase is not Phase.OPEN or not res.mapped:
             return
-        if res.holders:
+        if res.holders or res.tokens:
             return  # the last checkin arms it again
         idle = self.options.max_idle_time
         assert idle is not None
@@ -919,27 +935,21 @@ class PoolCore:
             key, res.obj, pool=self.pool_id, rid=res.rid, lid=self._seq, handle=res
         )
 
-    def _give_back(
-        self, now: float, lease: Lease[Any, Any], broken: bool
-    ) -> Resource | None:
-        """Check `lease` in; its resource, or `None` if it was not out (or its
-        resource was already closed by `drain_timeout`)."""
+    def _give_back(self, now: float, lease: Lease[Any, Any], broken: bool) -> bool:
+        """Check `lease` in as a `Checkin` message does; `False` if it was
+        checked in already. It goes the way a checkin note goes."""
         if not lease.claim_checkin():
-            return None
-        res = self.resources.get(lease.rid)
-        if res is None or res.phase not in (Phase.OPEN, Phase.RETIRING):
-            return None
-        res.holders -= 1
-        res.last_used = now
-        if broken:
-            self.n["broken"] += 1
-            self._log("warning", "pool.lease.broken", res.key)
-            self._retire(now, res, "broken", owned=True)
-        elif res.phase is Phase.RETIRING:
-            self._drained(now, res, owned=True)
+            return False
+        res = lease.handle
+        assert isinstance(res, Resource)
+        if self._exclusive:  # the caller had it in hand: now the core has
+            kind = BROKEN if broken else HANDOVER
         else:
-            self._back_in_service(res)
-        return res
+            if lease in res.tokens:  # a hit-path lease
+                res.tokens.remove(lease)
+            kind = BROKEN if broken else IN
+        self.notes(now, [(kind, res)])
+        return True
 
     def _back_in_service(self, res: Resource) -> None:
         """A holder place of `res` freed: publish it if idle, serve waiters."""
@@ -955,7 +965,7 @@ class PoolCore:
         if self._exclusive:
             if not (owned or self._claim(res)):
                 return  # taken by a caller who will hand it back (BACK)
-        elif res.holders:
+        elif res.holders > 0 or res.tokens:
             return
         self._log("info", "pool.resource.drained", res.key, reason=res.reason)
         self._close(now, res)
@@ -976,13 +986,18 @@ class PoolCore:
             self._drained(now, res, owned=True)
 
     def notes(self, now: float, notes: Iterable[tuple[Any, ...]]) -> None:
-        """What callers did on the hit path since the last notes.
+        """What callers did on the hit path (or at checkin) since the last notes.
 
         `(HIT, key, context)`: an `acquire()` got `key`'s open resource.
-        `(OUT, res, context)`: a checkout took idle exclusive `res`.
-        `(IN, res)`: a checkin put `res` back in its idle list.
-        `(BACK, res)`: a caller took `res`, found it retired and left it to
-        the core unused.
+        `(OUT, res, context)`: a checkout took `res` (exclusive: from its idle
+        list; shared: with a token in `res.tokens`).
+        `(IN, res)`: a lease of `res` was checked in (exclusive: `res` is back
+        in its idle list; shared: its token is gone).
+        `(HANDOVER, res)`: an exclusive lease was checked in, and `res` left
+        to the core (callers wait for it, or it retired).
+        `(BROKEN, res)`: a lease was checked in as broken (exclusive: `res`
+        left to the core).
+        `(BACK, res)`: a checkout found `res` retired and left it unused.
         """
         n = self.n
         hit_keys: dict[Hashable, None] = {}  # a key's last_used is set once
@@ -1005,19 +1020,34 @@ class PoolCore:
                 res.last_used = now
                 if self.debug:
                     self._log("debug", "pool.acquire.hit", res.key, note[2])
-            elif kind == IN:
+                if res.phase is Phase.RETIRING and not self._exclusive:
+                    self._drained(now, res, owned=False)  # a checkin came first
+            elif kind == BACK:
+                if res.phase is Phase.RETIRING:
+                    self._drained(now, res, owned=self._exclusive)
+            else:  # a checkin: IN, HANDOVER or BROKEN
                 res.holders -= 1
                 res.last_used = now
-                if res.phase is Phase.RETIRING:
-                    self._drained(now, res, owned=False)
-                elif res.phase is Phase.OPEN and not res.retired:
+                # Exclusive: the core has `res` unless it went back to its list.
+                owned = self._exclusive and kind != IN
+                if res.phase not in (Phase.OPEN, Phase.RETIRING):
+                    if kind == IN:
+                        self._claim(res)  # closed under it by drain_timeout
+                elif kind == BROKEN:
+                    n["broken"] += 1
+                    self._log("warning", "pool.lease.broken", res.key)
+                    if res.phase is Phase.OPEN:
+                        self._retire(now, res, "broken", owned=owned)
+                    else:
+                        self._drained(now, res, owned=owned)
+                elif res.phase is Phase.RETIRING:
+                    self._drained(now, res, owned=owned)
+                elif owned:
+                    self._back_in_service(res)
+                else:
                     if not res.holders:
                         self._arm_idle(res)
                     self._dirty[res.key] = None
-                else:  # closed under it by drain_timeout: just tidy up
-                    self._claim(res)
-            else:  # BACK
-                self._own_retired(now, res)
         for key in hit_keys:
             entry = self.keys.get(key)
             for res in entry.resources if entry is not None else ():
@@ -1193,6 +1223,7 @@ class PoolCore:
                     res.phase is Phase.OPEN
                     and res.mapped
                     and not res.holders
+                    and not res.tokens
                     and not res.handed_out
                     and not res.ping_seq
                     and res.rid not in taken
@@ -1329,7 +1360,7 @@ class PoolCore:
             return
         for res in entry.resources:
             if res.phase is Phase.OPEN:
-                self.published.view[entry.key] = res.obj
+                self.published.view[entry.key] = res
                 return
         self.published.view.pop(entry.key, None)
 
@@ -1358,8 +1389,8 @@ class PoolCore:
                 # Free only if the core has it: in hand, being pinged (the
                 # actor closes after the ping), or taken from its idle list.
                 free = owned or bool(res.ping_seq) or self._claim(res)
-            else:
-                free = not res.holders
+            else:  # `retired` is set (by _unmap) before `tokens` is read
+                free = not res.holders and not res.tokens
             if free:
                 self._close(now, res)
                 return

@@ -79,11 +79,9 @@ class FacadeBase(Generic[K, T]):
         ref = self._ref
         return fastpath.checkout(ref.published, key, ref.events.debug_known, ref.wake)
 
-    def _give(self, lease: Lease[K, T], broken: bool) -> Any:
-        """An exclusive checkin done in this thread, or `MISS`."""
-        if broken:
-            return fastpath.MISS
-        return fastpath.checkin(self._ref.published, lease, self._ref.wake)
+    def _give(self, lease: Lease[K, T], broken: bool) -> bool:
+        """A checkin, done in this thread (see `_fastpath`)."""
+        return fastpath.checkin(self._ref.published, lease, broken, self._ref.wake)
 
     def _close_bound(self) -> float:
         """How long `close()` may wait: closes, then held resources draining."""

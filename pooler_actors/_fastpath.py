@@ -2,9 +2,10 @@
 
 The core publishes ([Published][pooler_actors._core.Published]) what a caller
 may take without asking: in shared mode the open resource of each key (for
-`acquire()`), in exclusive mode (`max_holders=1`) each key's list of idle
-resources. A caller that finds what it needs there takes it, leaves a note of
-what it did, and makes sure a `Notes` message is on its way; the supervisor
+`acquire()` and shared leases), in exclusive mode (`max_holders=1`) each
+key's list of idle resources. A caller that finds what it needs there takes
+it, leaves a note of what it did, and makes sure a `Notes` message is on its
+way; the supervisor
 feeds the notes to the core, so stats, idle times and events stay exact.
 Every operation still reaches the supervisor as a message; the caller just
 does not wait for the answer.
@@ -39,7 +40,14 @@ CPython (3.13t/3.14t), whose built-in containers lock internally:
    before it drains the notes. So every note is drained by the `Notes`
    message in flight or by the one its own caller sends, and at most one
    message per racing caller is queued: the mailbox stays bounded however
-   many hits there are.
+   many hits there are. One caller's notes reach the core in its order.
+7. Shared leases (`max_holders=None`): a caller appends its lease to
+   `res.tokens`, then reads `retired`; the core sets `retired`, then reads
+   `tokens`. One of them sees the other (the order of these operations is
+   sequentially consistent in CPython): either the caller backs off, or the
+   core counts it as a holder and waits for its checkin.
+8. Every checkin is a note, never a round trip: the lease's own one-shot
+   claim (`Lease.claim_checkin`, a `list.pop`) says whether it is the first.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from typing import Any
 
 from structlog.contextvars import get_contextvars
 
-from pooler_actors._core import BACK, HIT, IN, OUT, Published
+from pooler_actors._core import BACK, BROKEN, HANDOVER, HIT, IN, OUT, Published
 from pooler_actors.lease import Lease
 
 __all__ = ["MISS", "checkin", "checkout", "drain", "hit"]
@@ -79,21 +87,30 @@ def _context(debug: Probe) -> dict[str, Any] | Any | None:
 def hit(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
     """`acquire(key)` of an open key in shared mode; `MISS` otherwise."""
     try:
-        resource = pub.view[key]
+        res = pub.view[key]
     except (KeyError, TypeError):  # not open, or unhashable (asking says so)
         return MISS
     _note(pub, (HIT, key, _context(debug)), wake)
-    return resource
+    return res.obj
 
 
 def checkout(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
-    """An exclusive checkout of an idle resource of `key`; `MISS` otherwise."""
+    """A checkout served here: exclusive from an idle list, shared with a
+    token; `MISS` otherwise."""
     try:
         if key in pub.waiting:  # rule 5
             return MISS
-        idle = pub.idle.get(key)
-    except TypeError:
-        return MISS
+        if pub.exclusive:
+            return _take_idle(pub, key, debug, wake)
+        if pub.shared:
+            return _take_shared(pub, key, debug, wake)
+    except TypeError:  # unhashable: asking says so
+        pass
+    return MISS
+
+
+def _take_idle(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
+    idle = pub.idle.get(key)
     if not idle:
         return MISS
     context = _context(debug)
@@ -108,21 +125,44 @@ def checkout(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
     return Lease(key, res.obj, pool=pub.pool_id, rid=res.rid, lid=0, handle=res)
 
 
-def checkin(pub: Published, lease: Lease[Any, Any], wake: Wake) -> Any:
-    """Give an exclusive lease back to its idle list; `MISS`: ask instead."""
-    res = lease.handle
-    if (
-        not pub.exclusive
-        or lease.pool is not pub.pool_id
-        or res is None
-        or getattr(res, "retired", True)
-        or lease.key in pub.waiting  # rule 5
-    ):
+def _take_shared(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
+    res = pub.view.get(key)
+    if res is None:
         return MISS
+    lease = Lease(key, res.obj, pool=pub.pool_id, rid=res.rid, lid=0, handle=res)
+    res.tokens.append(lease)  # rule 7: the token first...
+    if res.retired:  # ...then the flag
+        res.tokens.remove(lease)
+        _note(pub, (BACK, res), wake)
+        return MISS
+    _note(pub, (OUT, res, _context(debug)), wake)
+    return lease
+
+
+def checkin(pub: Published, lease: Lease[Any, Any], broken: bool, wake: Wake) -> bool:
+    """Give a lease back, here: never a round trip; `False` if it was given
+    back already.
+
+    Raises:
+        ValueError: the lease is of another pool.
+    """
+    if lease.pool is not pub.pool_id:
+        raise ValueError(f"{lease!r} was not granted by this pool")
     if not lease.claim_checkin():
         return False
-    res.home.append(res)  # type: ignore[attr-defined]
-    _note(pub, (IN, res), wake)
+    res: Any = lease.handle
+    if pub.exclusive:
+        if broken:
+            _note(pub, (BROKEN, res), wake)
+        elif res.retired or lease.key in pub.waiting:  # rules 4 and 5
+            _note(pub, (HANDOVER, res), wake)
+        else:
+            res.home.append(res)  # rule 3: idle again
+            _note(pub, (IN, res), wake)
+        return True
+    if lease in res.tokens:  # a hit-path lease of a shared pool
+        res.tokens.remove(lease)
+    _note(pub, (BROKEN if broken else IN, res), wake)
     return True
 
 

@@ -21,11 +21,9 @@ from pooler_actors._facade import FacadeBase, K, T
 from pooler_actors._future import PoolFuture
 from pooler_actors._loop import EventLoop, LoopFactory
 from pooler_actors._pykka import stop_message
-from pooler_actors.errors import PoolClosedError
 from pooler_actors.lease import Lease
 from pooler_actors.messages import (
     Acquire,
-    Checkin,
     Checkout,
     Contains,
     GetStats,
@@ -140,13 +138,7 @@ class AsyncPool(FacadeBase[K, T]):
 
     async def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
         """Give `lease` back; see [Pool.checkin][pooler_actors.Pool.checkin]."""
-        done = self._give(lease, broken)
-        if done is not fastpath.MISS:
-            return cast(bool, done)
-        try:
-            return cast(bool, await self._ask(Checkin(lease, broken)))
-        except PoolClosedError:
-            return False
+        return self._give(lease, broken)
 
     @asynccontextmanager
     async def lease(self, key: K, timeout: float | None = None) -> AsyncIterator[T]:

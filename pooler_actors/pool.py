@@ -15,11 +15,9 @@ from pooler_actors import _fastpath as fastpath
 from pooler_actors._facade import FacadeBase, K, T
 from pooler_actors._future import PoolFuture
 from pooler_actors._pykka import stop_message
-from pooler_actors.errors import PoolClosedError
 from pooler_actors.lease import Lease
 from pooler_actors.messages import (
     Acquire,
-    Checkin,
     Checkout,
     Contains,
     GetStats,
@@ -115,19 +113,13 @@ class Pool(FacadeBase[K, T]):
     def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
         """Give `lease` back; `broken=True` retires its resource.
 
-        Returns `False` if it was already checked in (or its resource was
-        closed by `drain_timeout`, or the pool is closed).
+        Never waits for the supervisor. Returns `False` if it was already
+        checked in.
 
         Raises:
             ValueError: the lease is of another pool.
         """
-        done = self._give(lease, broken)
-        if done is not fastpath.MISS:
-            return cast(bool, done)
-        try:
-            return cast(bool, self._ref.ask(Checkin(lease, broken)))
-        except PoolClosedError:
-            return False
+        return self._give(lease, broken)
 
     @contextmanager
     def lease(self, key: K, timeout: float | None = None) -> Iterator[T]:
