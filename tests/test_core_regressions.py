@@ -1,0 +1,80 @@
+"""Regressions in the pure core found by the deterministic simulation.
+
+Each test replays, with the core alone, the shortest sequence of events the
+simulation (`tests/simulation.py`) found for one bug; each fails without its fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pooler_actors import _effects as fx
+from pooler_actors._core import PoolCore
+from pooler_actors._timers import Timers
+from pooler_actors.lease import Lease
+from pooler_actors.options import PoolOptions
+
+
+class Res:
+    """A resource the core hands out (it never calls it)."""
+
+    def close(self) -> None:
+        pass
+
+    def ping(self) -> None:
+        pass
+
+
+def _core(**options: Any) -> PoolCore:
+    options.setdefault("health_check_interval", None)
+    core = PoolCore(PoolOptions(**options), pool_id=object(), rand=lambda: 0.5)
+    core.start(0.0)
+    return core
+
+
+def _take(core: PoolCore, kind: type) -> list[Any]:
+    """The effects of one type emitted so far, removed from the list."""
+    found = [e for e in core.effects if isinstance(e, kind)]
+    core.effects.clear()
+    return found
+
+
+def test_cancelling_a_fired_timer_is_a_no_op() -> None:
+    timers = Timers()
+    handle = timers.add(1.0, "deadline", 1)
+    assert timers.pop_due(1.0) == (handle, "deadline", 1)
+    timers.cancel(handle)  # raised ValueError in len() (a phantom cancel) before
+    assert len(timers) == 0
+    assert timers.next_deadline() is None
+
+
+def test_cancelling_a_timer_twice_is_a_no_op() -> None:
+    timers = Timers()
+    first = timers.add(1.0, "deadline", 1)
+    timers.cancel(first)
+    assert timers.next_deadline() is None  # drops the cancelled entry
+    timers.cancel(first)
+    second = timers.add(2.0, "deadline", 2)
+    assert len(timers) == 1
+    assert timers.pop_due(2.0) == (second, "deadline", 2)
+    assert len(timers) == 0
+
+
+def test_a_withdrawn_grant_leaves_the_timer_count_right() -> None:
+    """Simulation seed 210: a queued caller is granted, its grant comes back
+    undelivered and its withdrawal arrives: its deadline timer was cancelled
+    twice and the core's timer count went wrong."""
+    core = _core(max_open_resources=1, max_holders=1)
+    core.acquire(0.0, 1, "k", None, {}, hold=True)
+    (start,) = _take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    (first,) = _take(core, fx.Reply)
+    core.acquire(0.0, 2, "k", 5.0, {}, hold=True)  # waits, with a deadline
+    assert len(core.timers) == 1
+    core.checkin(1.0, 3, first.value, broken=False)
+    (grant,) = [r for r in _take(core, fx.Reply) if r.cid == 2]
+    assert isinstance(grant.value, Lease)
+    core.undelivered(1.0, grant)  # caller 2 had given up meanwhile
+    assert core.next_deadline() is None  # the shell looks between messages
+    core.give_up(1.0, 2)
+    assert len(core.timers) == 0
