@@ -835,9 +835,17 @@ class PoolCore:
         return res.holders + sum(1 for c in res.joiners if c.hold) < limit
 
     def _count(self, entry: KeyEntry) -> int:
-        """Resources `entry` has toward `max_per_key` (a refresh's standby is not
-        one more: it replaces)."""
-        return sum(1 for r in entry.resources if not r.standby)
+        """Resources `entry` has toward `max_per_key`.
+
+        A refresh's standby is not one more while a resource it replaces still
+        serves; once those left (evicted, expired, lost) it is the key's
+        resource like any other, or a second factory call would run for it.
+        """
+        return sum(
+            1
+            for r in entry.resources
+            if not (r.standby and any(old.mapped for old in r.replaces))
+        )
 
     def _hand(self, now: float, res: Resource, key: Hashable, hold: bool) -> Any:
         """What a granted request gets: a lease, or the resource itself."""

@@ -78,3 +78,31 @@ def test_a_withdrawn_grant_leaves_the_timer_count_right() -> None:
     assert core.next_deadline() is None  # the shell looks between messages
     core.give_up(1.0, 2)
     assert len(core.timers) == 0
+
+
+def test_refresh_whose_old_resource_is_lost_has_one_factory_call() -> None:
+    """Simulation seed 156 (SPEC 7: a refresh whose old resource is evicted
+    meanwhile ends with exactly one factory call): exclusive resources, one per
+    key; the refreshed resource is lost while its replacement is being made; a
+    second checkout that finds no place on the replacement must wait for it,
+    not start a second resource for the key."""
+    core = _core(max_open_resources=4, max_holders=1, max_per_key=1)
+    core.acquire(0.0, 1, "k", None, {}, hold=True)
+    (old,) = _take(core, fx.Start)
+    core.ready(0.0, old.rid, old.attempt, Res())
+    (lease,) = _take(core, fx.Reply)
+    core.checkin(0.0, 2, lease.value, broken=False)
+    core.refresh(1.0, 3, "k")
+    (new,) = _take(core, fx.Start)
+    core.closed(1.0, old.rid, old.attempt, None)  # its actor stopped unasked
+    core.acquire(1.0, 4, "k", None, {}, hold=True)  # joins the replacement
+    core.acquire(1.0, 5, "k", None, {}, hold=True)  # no place on it: waits
+    assert _take(core, fx.Start) == []
+    assert core.snapshot().wait_count == 1
+    core.ready(2.0, new.rid, new.attempt, Res())
+    replies = {r.cid: r.value for r in _take(core, fx.Reply)}
+    assert replies[3] is True  # the refresh
+    assert isinstance(replies[4], Lease)
+    core.checkin(3.0, 6, replies[4], broken=False)
+    (grant,) = [r for r in _take(core, fx.Reply) if r.cid == 5]
+    assert grant.value.rid == new.rid
