@@ -1035,6 +1035,12 @@ class PoolCore:
             item.in_slots = False
             if not full:
                 self._create(now, item.key, item.context)
+                entry = self.keys[item.key]
+                if item.waiting and self._count(entry) < self.options.max_per_key:
+                    # An older waiter of its key joined the creation its slot
+                    # started (FIFO per key): it keeps its place, first in line.
+                    item.in_slots = True
+                    slots = self.slots = {item: item, **slots}
 
     def _reclaim(self, now: float) -> None:
         """Close least recently used idle resources for callers waiting for a slot."""

@@ -106,3 +106,39 @@ def test_refresh_whose_old_resource_is_lost_has_one_factory_call() -> None:
     core.checkin(3.0, 6, replies[4], broken=False)
     (grant,) = [r for r in _take(core, fx.Reply) if r.cid == 5]
     assert grant.value.rid == new.rid
+
+
+def test_a_slot_taken_by_an_older_waiter_of_the_key_keeps_its_owner_in_line() -> None:
+    """Simulation seed 595 (SPEC 3: every event that frees capacity grants as
+    many queued callers as there are free slots, oldest first): the slot of
+    caller 7 started a creation that an older waiter of its key joined (FIFO
+    per key); caller 7 lost its place in the slot queue and was left waiting
+    while a slot was free."""
+    core = _core(max_open_resources=3, max_holders=1, max_per_key=2)
+    starts: dict[Any, int] = {}
+
+    def checkout(cid: int, key: str) -> None:
+        core.acquire(0.0, cid, key, None, {}, hold=True)
+        for start in _take(core, fx.Start):
+            starts[start.rid] = start.attempt
+
+    checkout(1, "k")  # creation Rk1, joined by 1
+    checkout(2, "a")  # Ra
+    checkout(3, "b")  # Rb: the cap is reached
+    rk1, ra, rb = sorted(starts)
+    for cid, key in ((4, "k"), (5, "k"), (6, "x"), (7, "k")):
+        checkout(cid, key)  # all four wait for a slot, in this order
+    core.failed(1.0, ra, 0, RuntimeError("down"))  # 4 gets a slot: Rk2
+    core.failed(1.0, rb, 0, RuntimeError("down"))  # 5 finds k full; 6 gets Rx
+    core.effects.clear()
+    core.release(2.0, 8, "k")  # Rk1 and Rk2 leave the key map (still created)
+    rx = max(r.rid for r in core.resources.values() if r.key == "x")
+    core.failed(3.0, rx, 0, RuntimeError("down"))  # a slot: 7's turn
+    joined = {cid: c.joined is not None for cid, c in core.callers.items()}
+    assert joined[5]  # the older waiter of "k" took the new creation
+    assert not joined[7]
+    core.effects.clear()
+    core.failed(4.0, rk1, 0, RuntimeError("down"))  # one more slot frees
+    assert [s.key for s in core.effects if isinstance(s, fx.Start)] == ["k"]
+    assert core.callers[7].joined is not None
+    assert core.snapshot().wait_count == 0
