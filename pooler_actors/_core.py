@@ -106,6 +106,7 @@ class Resource:
     attempts: int = 0  # factory retries so far
     backoff: bool = False  # waiting to retry the factory: no actor runs
     global_held: bool = False
+    slot_lost: bool = False  # its fleet-wide slot was lost: no factory try again
     timers: dict[str, int] = field(default_factory=dict)
 
 
@@ -674,10 +675,15 @@ class PoolCore:
         if res is None or not res.global_held:
             return
         res.global_held = False
+        res.slot_lost = True
         if res.phase in (Phase.CREATING, Phase.OPEN):
             self.n["global_lost"] += 1
             self._log("warning", "pool.global.lost", res.key)
-            self._retire(now, res, "global_lease_lost")
+            if res.backoff:  # between two factory tries: the next needs a slot
+                error = RuntimeError("its fleet-wide slot was lost")
+                self._fail_creation(now, res, error, "pool: factory error")
+            else:
+                self._retire(now, res, "global_lease_lost")
         self._pump(now)
 
     # --- time -------------------------------------------------------------
@@ -1110,6 +1116,8 @@ class PoolCore:
 
     def _may_retry(self, now: float, res: Resource) -> bool:
         if res.attempts >= self.options.create_retries or self.closing is not None:
+            return False
+        if res.slot_lost:  # a factory never runs without its fleet-wide slot
             return False
         if not (res.mapped or res.joiners or res.ops):
             return False

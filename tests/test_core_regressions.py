@@ -142,3 +142,49 @@ def test_a_slot_taken_by_an_older_waiter_of_the_key_keeps_its_owner_in_line() ->
     assert [s.key for s in core.effects if isinstance(s, fx.Start)] == ["k"]
     assert core.callers[7].joined is not None
     assert core.snapshot().wait_count == 0
+
+
+class Capacity:
+    """A fleet-wide capacity as the options check it (the core never calls it)."""
+
+    def try_acquire(self, *_args: Any) -> bool:
+        return True
+
+    def release(self, *_args: Any) -> None:
+        pass
+
+    def renew(self, *_args: Any) -> None:
+        pass
+
+
+def _starts_after_lost_slot(*, fail_first: bool) -> tuple[list[Any], list[Any]]:
+    core = _core(global_capacity=Capacity(), create_retries=2, create_backoff=0.1)
+    core.acquire(0.0, 1, "k", None, {})
+    (reserve,) = _take(core, fx.ReserveSlot)
+    core.global_granted(0.0, reserve.rid, held=True)
+    assert len(_take(core, fx.Start)) == 1
+    if fail_first:  # the slot is lost between two tries of the factory
+        core.failed(1.0, reserve.rid, 0, RuntimeError("refused"))
+        core.global_lost(1.0, reserve.rid)
+    else:  # the slot is lost while the factory runs; then it fails
+        core.global_lost(1.0, reserve.rid)
+        core.failed(1.0, reserve.rid, 0, RuntimeError("refused"))
+    fails = [e for e in core.effects if isinstance(e, fx.Fail)]
+    core.effects.clear()
+    core.advance(10.0)  # any retry would be due by now
+    return _take(core, fx.Start), fails
+
+
+def test_a_creation_that_lost_its_fleet_slot_is_not_retried() -> None:
+    """Simulation seed 764 (SPEC 9: a global slot is taken before the factory
+    runs): the slot of a creation was lost while its factory ran; the factory
+    then failed and was retried without a slot."""
+    starts, fails = _starts_after_lost_slot(fail_first=False)
+    assert starts == []
+    assert [f.cid for f in fails] == [1]
+
+
+def test_a_creation_that_lost_its_fleet_slot_between_tries_is_not_retried() -> None:
+    starts, fails = _starts_after_lost_slot(fail_first=True)
+    assert starts == []
+    assert [f.cid for f in fails] == [1]
