@@ -153,6 +153,7 @@ class _Sweep:
     unsent: deque[int]
     pinged: int
     evicted: int = 0
+    timer: int | None = None  # its ping timeout, cancelled when it ends
 
 
 class PoolCore:
@@ -498,7 +499,9 @@ class PoolCore:
         self.closing = reason
         self._log("debug", "pool.closing", reason=reason)
         self.timers.cancel(self._health)
-        self._sweep = None
+        if self._sweep is not None:
+            self.timers.cancel(self._sweep.timer)
+            self._sweep = None
         error = PoolClosedError(self.name)
         for caller in list(self.callers.values()):
             del self.callers[caller.cid]
@@ -631,8 +634,11 @@ class PoolCore:
             self._log("debug", "pool.health.finished", pinged=0, evicted=0, took_s=0.0)
             return
         self._seq += 1
-        self._sweep = _Sweep(self._seq, now, set(targets), deque(targets), len(targets))
-        self.timers.add(now + self.options.ping_timeout, "ping", self._seq)
+        sweep = _Sweep(self._seq, now, set(targets), deque(targets), len(targets))
+        sweep.timer = self.timers.add(
+            now + self.options.ping_timeout, "ping", sweep.seq
+        )
+        self._sweep = sweep
         self._ping_some(now)
 
     def resume(self, now: float) -> None:
@@ -1366,6 +1372,7 @@ class PoolCore:
         if sweep.outstanding or sweep.unsent:
             return
         self._sweep = None
+        self.timers.cancel(sweep.timer)
         # Routine checks stay at debug; one that evicted something is news.
         level = "info" if sweep.evicted else "debug"
         fields: dict[str, Any] = {"pinged": sweep.pinged, "evicted": sweep.evicted}

@@ -188,3 +188,25 @@ def test_a_creation_that_lost_its_fleet_slot_between_tries_is_not_retried() -> N
     starts, fails = _starts_after_lost_slot(fail_first=True)
     assert starts == []
     assert [f.cid for f in fails] == [1]
+
+
+def test_a_finished_health_check_leaves_no_ping_timer() -> None:
+    """Simulation seed 23 (SPEC 7: timers cancelled when moot, memory
+    proportional to what exists): each health check's ping timeout stayed in
+    the timer heap after every ping had answered, one more per check."""
+    core = _core(health_check_interval=1.0, ping_timeout=30.0)
+    core.acquire(0.0, 1, "k", None, {})
+    (start,) = _take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    core.effects.clear()
+    for n in range(1, 4):
+        core.advance(float(n))  # the health timer fires: one ping
+        (ping,) = _take(core, fx.Ping)
+        core.ping_result(float(n), ping.rid, ping.seq, None)
+        assert len(core.timers) == 1  # the next health check only
+    core.advance(4.0)  # one more check, still running when the pool closes
+    assert len(_take(core, fx.Ping)) == 1
+    core.close(5.0, 2)
+    core.closed(5.0, start.rid, start.attempt, None)
+    assert any(isinstance(e, fx.Stopped) for e in core.effects)
+    assert len(core.timers) == 0
