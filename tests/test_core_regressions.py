@@ -1,7 +1,9 @@
 """Regressions in the pure core found by the deterministic simulation.
 
-Each test replays, with the core alone, the shortest sequence of events the
-simulation (`tests/simulation.py`) found for one bug; each fails without its fix.
+Each test replays, with the core alone, a short sequence of events for one bug
+the simulation (`tests/simulation.py`) found; each fails without its fix. The
+seed cited is where `make sim` finds the bug with its fix alone reverted
+(`SEED=n make sim` replays it).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def test_cancelling_a_timer_twice_is_a_no_op() -> None:
 
 
 def test_a_withdrawn_grant_leaves_the_timer_count_right() -> None:
-    """Simulation seed 210: a queued caller is granted, its grant comes back
+    """Simulation seed 1, step 1327: a queued caller is granted, its grant comes back
     undelivered and its withdrawal arrives: its deadline timer was cancelled
     twice and the core's timer count went wrong."""
     core = _core(max_open_resources=1, max_holders=1)
@@ -81,7 +83,7 @@ def test_a_withdrawn_grant_leaves_the_timer_count_right() -> None:
 
 
 def test_refresh_whose_old_resource_is_lost_has_one_factory_call() -> None:
-    """Simulation seed 156 (SPEC 7: a refresh whose old resource is evicted
+    """Simulation seed 13, step 1338 (SPEC 7: a refresh whose old resource is evicted
     meanwhile ends with exactly one factory call): exclusive resources, one per
     key; the refreshed resource is lost while its replacement is being made; a
     second checkout that finds no place on the replacement must wait for it,
@@ -109,7 +111,7 @@ def test_refresh_whose_old_resource_is_lost_has_one_factory_call() -> None:
 
 
 def test_a_slot_taken_by_an_older_waiter_of_the_key_keeps_its_owner_in_line() -> None:
-    """Simulation seed 595 (SPEC 3: every event that frees capacity grants as
+    """Simulation seed 80, step 747 (SPEC 3: every event that frees capacity grants as
     many queued callers as there are free slots, oldest first): the slot of
     caller 7 started a creation that an older waiter of its key joined (FIFO
     per key); caller 7 lost its place in the slot queue and was left waiting
@@ -176,7 +178,7 @@ def _starts_after_lost_slot(*, fail_first: bool) -> tuple[list[Any], list[Any]]:
 
 
 def test_a_creation_that_lost_its_fleet_slot_is_not_retried() -> None:
-    """Simulation seed 764 (SPEC 9: a global slot is taken before the factory
+    """Simulation seed 4, step 124 (SPEC 9: a global slot is taken before the factory
     runs): the slot of a creation was lost while its factory ran; the factory
     then failed and was retried without a slot."""
     starts, fails = _starts_after_lost_slot(fail_first=False)
@@ -191,7 +193,7 @@ def test_a_creation_that_lost_its_fleet_slot_between_tries_is_not_retried() -> N
 
 
 def test_a_finished_health_check_leaves_no_ping_timer() -> None:
-    """Simulation seed 23 (SPEC 7: timers cancelled when moot, memory
+    """Simulation seed 7, step 958 (SPEC 7: timers cancelled when moot, memory
     proportional to what exists): each health check's ping timeout stayed in
     the timer heap after every ping had answered, one more per check."""
     core = _core(health_check_interval=1.0, ping_timeout=30.0)
