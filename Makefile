@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest docs bench soak clean
+.PHONY: demo test lint pytest docs bench soak sim clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) -c 'import generic_connection_pool' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/run.py
+
+# Deterministic simulation of the core (tests/simulation.py): over a million
+# steps across seeds, every invariant checked after each; SEED=n replays one.
+sim: $(STAMP)
+	$(PY) tests/simulation.py $(if $(SEED),--seed $(SEED),)
 
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py $(if $(SECONDS),--seconds $(SECONDS),)

@@ -121,6 +121,7 @@ class Resource:
     attempts: int = 0  # factory retries so far
     backoff: bool = False  # waiting to retry the factory: no actor runs
     global_held: bool = False
+    slot_lost: bool = False  # its fleet-wide slot was lost: no factory try again
     timers: dict[str, int] = field(default_factory=dict)
 
 
@@ -212,6 +213,7 @@ class _Sweep:
     unsent: deque[int]
     pinged: int
     evicted: int = 0
+    timer: int | None = None  # its ping timeout, cancelled when it ends
 
 
 class PoolCore:
@@ -560,7 +562,9 @@ class PoolCore:
         self.closing = reason
         self._log("debug", "pool.closing", reason=reason)
         self.timers.cancel(self._health)
-        self._sweep = None
+        if self._sweep is not None:
+            self.timers.cancel(self._sweep.timer)
+            self._sweep = None
         error = PoolClosedError(self.name)
         for caller in list(self.callers.values()):
             del self.callers[caller.cid]
@@ -701,8 +705,11 @@ class PoolCore:
             self._log("debug", "pool.health.finished", pinged=0, evicted=0, took_s=0.0)
             return
         self._seq += 1
-        self._sweep = _Sweep(self._seq, now, set(targets), deque(targets), len(targets))
-        self.timers.add(now + self.options.ping_timeout, "ping", self._seq)
+        sweep = _Sweep(self._seq, now, set(targets), deque(targets), len(targets))
+        sweep.timer = self.timers.add(
+            now + self.options.ping_timeout, "ping", sweep.seq
+        )
+        self._sweep = sweep
         self._ping_some(now)
 
     def resume(self, now: float) -> None:
@@ -745,10 +752,15 @@ class PoolCore:
         if res is None or not res.global_held:
             return
         res.global_held = False
+        res.slot_lost = True
         if res.phase in (Phase.CREATING, Phase.OPEN):
             self.n["global_lost"] += 1
             self._log("warning", "pool.global.lost", res.key)
-            self._retire(now, res, "global_lease_lost")
+            if res.backoff:  # between two factory tries: the next needs a slot
+                error = RuntimeError("its fleet-wide slot was lost")
+                self._fail_creation(now, res, error, "pool: factory error")
+            else:
+                self._retire(now, res, "global_lease_lost")
         self._pump(now)
 
     # --- time -------------------------------------------------------------
@@ -918,9 +930,17 @@ class PoolCore:
         return res.holders + sum(1 for c in res.joiners if c.hold) < limit
 
     def _count(self, entry: KeyEntry) -> int:
-        """Resources `entry` has toward `max_per_key` (a refresh's standby is not
-        one more: it replaces)."""
-        return sum(1 for r in entry.resources if not r.standby)
+        """Resources `entry` has toward `max_per_key`.
+
+        A refresh's standby is not one more while a resource it replaces still
+        serves; once those left (evicted, expired, lost) it is the key's
+        resource like any other, or a second factory call would run for it.
+        """
+        return sum(
+            1
+            for r in entry.resources
+            if not (r.standby and any(old.mapped for old in r.replaces))
+        )
 
     def _hand(self, now: float, res: Resource, key: Hashable, hold: bool) -> Any:
         """What a granted request gets: a lease, or the resource itself."""
@@ -1211,6 +1231,12 @@ class PoolCore:
             item.in_slots = False
             if not full:
                 self._create(now, item.key, item.context)
+                entry = self.keys[item.key]
+                if item.waiting and self._count(entry) < self.options.max_per_key:
+                    # An older waiter of its key joined the creation its slot
+                    # started (FIFO per key): it keeps its place, first in line.
+                    item.in_slots = True
+                    slots = self.slots = {item: item, **slots}
 
     def _reclaim(self, now: float) -> None:
         """Close least recently used idle resources for callers waiting for a slot."""
@@ -1293,6 +1319,8 @@ class PoolCore:
         `None`: no retry (none left, nobody wants it, or the next try would
         come after the deadline of every caller waiting for it)."""
         if res.attempts >= self.options.create_retries or self.closing is not None:
+            return None
+        if res.slot_lost:  # a factory never runs without its fleet-wide slot
             return None
         if not (res.mapped or res.joiners or res.ops):
             return None
@@ -1569,6 +1597,7 @@ class PoolCore:
         if sweep.outstanding or sweep.unsent:
             return
         self._sweep = None
+        self.timers.cancel(sweep.timer)
         # Routine checks stay at debug; one that evicted something is news.
         level = "info" if sweep.evicted else "debug"
         fields: dict[str, Any] = {"pinged": sweep.pinged, "evicted": sweep.evicted}

@@ -4,7 +4,8 @@ Pure: the time is whatever the caller says it is. Entries name what they are
 about by number (a resource id, a caller id), never by object, so a timer
 never keeps a released resource alive; cancelled entries are dropped lazily
 and the heap is rebuilt once they outnumber the live ones, so its size stays
-proportional to the timers that can still fire.
+proportional to the timers that can still fire. Cancelling a handle that
+already fired, was already cancelled or was never given is a no-op.
 """
 
 from __future__ import annotations
@@ -20,15 +21,18 @@ _COMPACT_AT = 64
 class Timers:
     """Deadlines of the core, fired in time order."""
 
-    __slots__ = ("_cancelled", "_heap", "_seq")
+    __slots__ = ("_cancelled", "_heap", "_live", "_seq")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, str, int]] = []
+        # Invariant: _live and _cancelled are disjoint and together are exactly
+        # the handles in the heap; only a live handle may be cancelled.
+        self._live: set[int] = set()
         self._cancelled: set[int] = set()
         self._seq = 0
 
     def __len__(self) -> int:
-        return len(self._heap) - len(self._cancelled)
+        return len(self._live)
 
     def add(self, when: float, kind: str, ident: int) -> int | None:
         """Schedule ``(kind, ident)`` at ``when``; a handle, or ``None`` if never.
@@ -40,12 +44,14 @@ class Timers:
             return None
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, kind, ident))
+        self._live.add(self._seq)
         return self._seq
 
     def cancel(self, handle: int | None) -> None:
-        """Forget a timer (a ``None`` handle or one that fired is fine)."""
-        if handle is None or handle > self._seq:
+        """Forget a timer; a `None`, fired or cancelled handle is a no-op."""
+        if handle not in self._live:
             return
+        self._live.discard(handle)
         self._cancelled.add(handle)
         if len(self._cancelled) > _COMPACT_AT and 2 * len(self._cancelled) > len(
             self._heap
@@ -66,4 +72,5 @@ class Timers:
         if self.next_deadline() is None or self._heap[0][0] > now:
             return None
         _, handle, kind, ident = heapq.heappop(self._heap)
+        self._live.discard(handle)
         return handle, kind, ident

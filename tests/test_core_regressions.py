@@ -1,0 +1,214 @@
+"""Regressions in the pure core found by the deterministic simulation.
+
+Each test replays, with the core alone, a short sequence of events for one bug
+the simulation (`tests/simulation.py`) found; each fails without its fix. The
+seed cited is where `make sim` finds the bug with its fix alone reverted
+(`SEED=n make sim` replays it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pooler_actors import _effects as fx
+from pooler_actors._core import PoolCore
+from pooler_actors._timers import Timers
+from pooler_actors.lease import Lease
+from pooler_actors.options import PoolOptions
+
+
+class Res:
+    """A resource the core hands out (it never calls it)."""
+
+    def close(self) -> None:
+        pass
+
+    def ping(self) -> None:
+        pass
+
+
+def _core(**options: Any) -> PoolCore:
+    options.setdefault("health_check_interval", None)
+    core = PoolCore(PoolOptions(**options), pool_id=object(), rand=lambda: 0.5)
+    core.start(0.0)
+    return core
+
+
+def _take(core: PoolCore, kind: type) -> list[Any]:
+    """The effects of one type emitted so far, removed from the list."""
+    found = [e for e in core.effects if isinstance(e, kind)]
+    core.effects.clear()
+    return found
+
+
+def test_cancelling_a_fired_timer_is_a_no_op() -> None:
+    timers = Timers()
+    handle = timers.add(1.0, "deadline", 1)
+    assert timers.pop_due(1.0) == (handle, "deadline", 1)
+    timers.cancel(handle)  # raised ValueError in len() (a phantom cancel) before
+    assert len(timers) == 0
+    assert timers.next_deadline() is None
+
+
+def test_cancelling_a_timer_twice_is_a_no_op() -> None:
+    timers = Timers()
+    first = timers.add(1.0, "deadline", 1)
+    timers.cancel(first)
+    assert timers.next_deadline() is None  # drops the cancelled entry
+    timers.cancel(first)
+    second = timers.add(2.0, "deadline", 2)
+    assert len(timers) == 1
+    assert timers.pop_due(2.0) == (second, "deadline", 2)
+    assert len(timers) == 0
+
+
+def test_a_withdrawn_grant_leaves_the_timer_count_right() -> None:
+    """Simulation seed 1, step 1327: a queued caller is granted, its grant comes back
+    undelivered and its withdrawal arrives: its deadline timer was cancelled
+    twice and the core's timer count went wrong."""
+    core = _core(max_open_resources=1, max_holders=1)
+    core.acquire(0.0, 1, "k", None, {}, hold=True)
+    (start,) = _take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    (first,) = _take(core, fx.Reply)
+    core.acquire(0.0, 2, "k", 5.0, {}, hold=True)  # waits, with a deadline
+    assert len(core.timers) == 1
+    core.checkin(1.0, 3, first.value, broken=False)
+    (grant,) = [r for r in _take(core, fx.Reply) if r.cid == 2]
+    assert isinstance(grant.value, Lease)
+    core.undelivered(1.0, grant)  # caller 2 had given up meanwhile
+    assert core.next_deadline() is None  # the shell looks between messages
+    core.give_up(1.0, 2)
+    assert len(core.timers) == 0
+
+
+def test_refresh_whose_old_resource_is_lost_has_one_factory_call() -> None:
+    """Simulation seed 13, step 1338 (SPEC 7: a refresh whose old resource is evicted
+    meanwhile ends with exactly one factory call): exclusive resources, one per
+    key; the refreshed resource is lost while its replacement is being made; a
+    second checkout that finds no place on the replacement must wait for it,
+    not start a second resource for the key."""
+    core = _core(max_open_resources=4, max_holders=1, max_per_key=1)
+    core.acquire(0.0, 1, "k", None, {}, hold=True)
+    (old,) = _take(core, fx.Start)
+    core.ready(0.0, old.rid, old.attempt, Res())
+    (lease,) = _take(core, fx.Reply)
+    core.checkin(0.0, 2, lease.value, broken=False)
+    core.refresh(1.0, 3, "k")
+    (new,) = _take(core, fx.Start)
+    core.closed(1.0, old.rid, old.attempt, None)  # its actor stopped unasked
+    core.acquire(1.0, 4, "k", None, {}, hold=True)  # joins the replacement
+    core.acquire(1.0, 5, "k", None, {}, hold=True)  # no place on it: waits
+    assert _take(core, fx.Start) == []
+    assert core.snapshot().wait_count == 1
+    core.ready(2.0, new.rid, new.attempt, Res())
+    replies = {r.cid: r.value for r in _take(core, fx.Reply)}
+    assert replies[3] is True  # the refresh
+    assert isinstance(replies[4], Lease)
+    core.checkin(3.0, 6, replies[4], broken=False)
+    (grant,) = [r for r in _take(core, fx.Reply) if r.cid == 5]
+    assert grant.value.rid == new.rid
+
+
+def test_a_slot_taken_by_an_older_waiter_of_the_key_keeps_its_owner_in_line() -> None:
+    """Simulation seed 80, step 747 (SPEC 3: every event that frees capacity grants as
+    many queued callers as there are free slots, oldest first): the slot of
+    caller 7 started a creation that an older waiter of its key joined (FIFO
+    per key); caller 7 lost its place in the slot queue and was left waiting
+    while a slot was free."""
+    core = _core(max_open_resources=3, max_holders=1, max_per_key=2)
+    starts: dict[Any, int] = {}
+
+    def checkout(cid: int, key: str) -> None:
+        core.acquire(0.0, cid, key, None, {}, hold=True)
+        for start in _take(core, fx.Start):
+            starts[start.rid] = start.attempt
+
+    checkout(1, "k")  # creation Rk1, joined by 1
+    checkout(2, "a")  # Ra
+    checkout(3, "b")  # Rb: the cap is reached
+    rk1, ra, rb = sorted(starts)
+    for cid, key in ((4, "k"), (5, "k"), (6, "x"), (7, "k")):
+        checkout(cid, key)  # all four wait for a slot, in this order
+    core.failed(1.0, ra, 0, RuntimeError("down"))  # 4 gets a slot: Rk2
+    core.failed(1.0, rb, 0, RuntimeError("down"))  # 5 finds k full; 6 gets Rx
+    core.effects.clear()
+    core.release(2.0, 8, "k")  # Rk1 and Rk2 leave the key map (still created)
+    rx = max(r.rid for r in core.resources.values() if r.key == "x")
+    core.failed(3.0, rx, 0, RuntimeError("down"))  # a slot: 7's turn
+    joined = {cid: c.joined is not None for cid, c in core.callers.items()}
+    assert joined[5]  # the older waiter of "k" took the new creation
+    assert not joined[7]
+    core.effects.clear()
+    core.failed(4.0, rk1, 0, RuntimeError("down"))  # one more slot frees
+    assert [s.key for s in core.effects if isinstance(s, fx.Start)] == ["k"]
+    assert core.callers[7].joined is not None
+    assert core.snapshot().wait_count == 0
+
+
+class Capacity:
+    """A fleet-wide capacity as the options check it (the core never calls it)."""
+
+    def try_acquire(self, *_args: Any) -> bool:
+        return True
+
+    def release(self, *_args: Any) -> None:
+        pass
+
+    def renew(self, *_args: Any) -> None:
+        pass
+
+
+def _starts_after_lost_slot(*, fail_first: bool) -> tuple[list[Any], list[Any]]:
+    core = _core(global_capacity=Capacity(), create_retries=2, create_backoff=0.1)
+    core.acquire(0.0, 1, "k", None, {})
+    (reserve,) = _take(core, fx.ReserveSlot)
+    core.global_granted(0.0, reserve.rid, held=True)
+    assert len(_take(core, fx.Start)) == 1
+    if fail_first:  # the slot is lost between two tries of the factory
+        core.failed(1.0, reserve.rid, 0, RuntimeError("refused"))
+        core.global_lost(1.0, reserve.rid)
+    else:  # the slot is lost while the factory runs; then it fails
+        core.global_lost(1.0, reserve.rid)
+        core.failed(1.0, reserve.rid, 0, RuntimeError("refused"))
+    fails = [e for e in core.effects if isinstance(e, fx.Fail)]
+    core.effects.clear()
+    core.advance(10.0)  # any retry would be due by now
+    return _take(core, fx.Start), fails
+
+
+def test_a_creation_that_lost_its_fleet_slot_is_not_retried() -> None:
+    """Simulation seed 4, step 124 (SPEC 9: a global slot is taken before the factory
+    runs): the slot of a creation was lost while its factory ran; the factory
+    then failed and was retried without a slot."""
+    starts, fails = _starts_after_lost_slot(fail_first=False)
+    assert starts == []
+    assert [f.cid for f in fails] == [1]
+
+
+def test_a_creation_that_lost_its_fleet_slot_between_tries_is_not_retried() -> None:
+    starts, fails = _starts_after_lost_slot(fail_first=True)
+    assert starts == []
+    assert [f.cid for f in fails] == [1]
+
+
+def test_a_finished_health_check_leaves_no_ping_timer() -> None:
+    """Simulation seed 7, step 958 (SPEC 7: timers cancelled when moot, memory
+    proportional to what exists): each health check's ping timeout stayed in
+    the timer heap after every ping had answered, one more per check."""
+    core = _core(health_check_interval=1.0, ping_timeout=30.0)
+    core.acquire(0.0, 1, "k", None, {})
+    (start,) = _take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    core.effects.clear()
+    for n in range(1, 4):
+        core.advance(float(n))  # the health timer fires: one ping
+        (ping,) = _take(core, fx.Ping)
+        core.ping_result(float(n), ping.rid, ping.seq, None)
+        assert len(core.timers) == 1  # the next health check only
+    core.advance(4.0)  # one more check, still running when the pool closes
+    assert len(_take(core, fx.Ping)) == 1
+    core.close(5.0, 2)
+    core.closed(5.0, start.rid, start.attempt, None)
+    assert any(isinstance(e, fx.Stopped) for e in core.effects)
+    assert len(core.timers) == 0

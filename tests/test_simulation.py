@@ -1,0 +1,156 @@
+"""The deterministic simulation of the core (`tests/simulation.py`), in short.
+
+`make sim` runs it for over a million steps; here a fixed set of seeds runs
+in a few seconds, a seed replays exactly, and the simulation is shown to
+catch two defects of the old pool when they are put back into the core.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import simulation
+from simulation import SimResult, run_seed, run_seeds
+
+from pooler_actors._core import KeyEntry, PoolCore, Resource
+
+SIMULATION = Path(simulation.__file__)
+FIXED_SEEDS = range(120)
+SEARCH_SEEDS = range(40)  # a re-introduced defect must show within these
+
+
+def _first_violation(seeds: range) -> SimResult:
+    results = run_seeds(seeds, stop_at_first=True)
+    found = results[-1]
+    assert found.violation, f"no violation in {sum(r.steps for r in results)} steps"
+    # Print where, for the record (pytest -s shows it).
+    print(f"\nfound at seed {found.seed}, step {found.steps}: {found.violation}")
+    return found
+
+
+def test_fixed_seeds_keep_every_invariant() -> None:
+    results = run_seeds(FIXED_SEEDS)
+    failures = [r for r in results if r.violation]
+    assert not failures, "\n".join(
+        f"seed {r.seed} step {r.steps}: {r.violation}\n" + "\n".join(r.trace)
+        for r in failures
+    )
+    assert sum(r.steps for r in results) > 200_000
+
+
+def test_a_seed_replays_exactly() -> None:
+    first, again = run_seed(7), run_seed(7)
+    assert first == again
+    assert first.steps > 1000
+
+
+def test_the_command_line_output_is_the_same_in_every_process() -> None:
+    """String hashing differs between processes; the simulation never
+    depends on it, so a seed replays exactly in a new interpreter."""
+
+    def run(hash_seed: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        env.pop("SEED", None)
+        done = subprocess.run(
+            [sys.executable, str(SIMULATION), "--seeds", "4", "--first", "30"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    out = run("1")
+    assert out == run("2")
+    assert out.splitlines()[-1].endswith(" steps, 4 seeds, 0 violations")
+
+
+def _forget_withdrawals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 3 of issue 10 put back: the core ignores a caller's give-up."""
+
+    def give_up(self: PoolCore, now: float, cid: int) -> None:
+        return None
+
+    monkeypatch.setattr(PoolCore, "give_up", give_up)
+
+
+def _hide_standbys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 2 of issue 10 put back: the core's placement does not see a
+    refresh's replacement while it is being made."""
+    original = PoolCore._joinable
+
+    def joinable(self: PoolCore, entry: KeyEntry, hold: bool) -> Resource | None:
+        visible = [r for r in entry.resources if not r.standby]
+        return original(self, KeyEntry(entry.key, visible), hold)
+
+    monkeypatch.setattr(PoolCore, "_joinable", joinable)
+
+
+def test_the_simulation_catches_a_withdrawn_caller_left_in_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Defect 3: a caller that gave up stayed queued and was later granted."""
+    _forget_withdrawals(monkeypatch)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "after its give-up" in str(found.violation)
+
+
+def test_the_simulation_catches_a_refresh_invisible_to_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Defect 2: while a refresh's replacement was being made (its old
+    resource evicted meanwhile), callers of the key did not see it: they
+    were not woken, or made a second factory call."""
+    _hide_standbys(monkeypatch)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "has a place" in str(found.violation)
+
+
+def test_the_simulation_catches_a_second_factory_call_for_a_refreshed_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Defect 2 as the first version of the core had it: the replacement
+    neither joinable nor counted toward `max_per_key`."""
+
+    def count(self: PoolCore, entry: KeyEntry) -> int:
+        return sum(1 for r in entry.resources if not r.standby)
+
+    _hide_standbys(monkeypatch)
+    monkeypatch.setattr(PoolCore, "_count", count)
+    _first_violation(SEARCH_SEEDS)
+
+
+def test_the_simulation_catches_a_close_under_a_holder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SPEC 8: a resource is never closed under its holder. The core forgets
+    the holders when it retires a resource here."""
+    original = PoolCore._retire
+
+    def retire(self: PoolCore, now: float, res: Resource, reason: str) -> None:
+        holders, res.holders = res.holders, 0
+        original(self, now, res, reason)
+        res.holders = holders
+
+    monkeypatch.setattr(PoolCore, "_retire", retire)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "holders" in str(found.violation)
+
+
+def test_a_failing_seed_is_reported_with_its_replay(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _forget_withdrawals(monkeypatch)
+    assert simulation.main(["--seeds", "1", "--steps", "500"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("VIOLATION seed=0 step=")
+    assert "python tests/simulation.py --seed 0 --steps 500" in out[2]
+    assert any(line.startswith("  step ") for line in out)
+    steps = int(out[0].split("step=")[1].split(":")[0])
+    assert out[-1] == f"{steps} steps, 1 seeds, 1 violations"
