@@ -911,16 +911,18 @@ class PoolCore:
         if res is not None:
             res.joiners.remove(caller)
             caller.joined = None
-            if (
-                res.phase is Phase.RESERVING
-                and not res.joiners
-                and not res.ops
-                and not res.standby
-            ):
-                # Nobody waits for this reservation any more: withdraw it.
-                self.effects.append(CancelSlot(res.rid))
-                self._unmap(res)
-                self._move(now, res, "cancelled")
+            if res.phase is Phase.RESERVING and not res.joiners:
+                entry = self.keys.get(res.key) if res.mapped else None
+                if entry is not None and entry.waiters and self.closing is None:
+                    # Callers of the key wait behind it (no holder place was
+                    # left for them): the reservation keeps its place in the
+                    # fleet's queue for them, and the pump joins them to it.
+                    self._dirty[res.key] = None
+                elif not res.ops and not res.standby:
+                    # Nobody waits for this reservation any more: withdraw it.
+                    self.effects.append(CancelSlot(res.rid))
+                    self._unmap(res)
+                    self._move(now, res, "cancelled")
         return self._waited(now, caller)
 
     def _waited(self, now: float, caller: Caller) -> float:

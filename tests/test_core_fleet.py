@@ -1,0 +1,159 @@
+"""The core's fleet-wide reservations, driven event by event (no threads, no server).
+
+Each test feeds [PoolCore][pooler_actors._core.PoolCore] the events a shell
+would (requests, grants, reports, the time) and checks the effects it asks
+for: which reservations it makes, withdraws and gives back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from pooler_actors import Lease
+from pooler_actors._core import PoolCore
+from pooler_actors._effects import (
+    CancelSlot,
+    Close,
+    Effect,
+    Fail,
+    Reply,
+    ReserveSlot,
+    ReturnSlot,
+    Start,
+)
+from pooler_actors.options import PoolOptions
+
+E = TypeVar("E", bound=Effect)
+
+TTL = 3.0
+
+
+class FakeCapacity:
+    """Enough of a GlobalCapacity for PoolOptions; the core never calls it."""
+
+    name = "fake"
+    lease_ttl = TTL
+    on_unavailable = "closed"
+
+    def try_acquire(self, waiting: Sequence[str]) -> list[str]:
+        raise AssertionError("the core does no I/O")
+
+    def release(self, tokens: Sequence[str]) -> None:
+        raise AssertionError("the core does no I/O")
+
+    def renew(self, held: Sequence[str], waiting: Sequence[str]) -> list[str]:
+        raise AssertionError("the core does no I/O")
+
+
+def make_core(**options: Any) -> PoolCore:
+    opts = PoolOptions(
+        global_capacity=FakeCapacity(), health_check_interval=None, **options
+    )
+    core = PoolCore(opts, pool_id=object(), rand=lambda: 0.5)
+    core.start(0.0)
+    core.effects.clear()
+    return core
+
+
+def take(core: PoolCore, kind: type[E]) -> list[E]:
+    """The effects of `kind` asked for since the last call; all effects cleared."""
+    found = [e for e in core.effects if isinstance(e, kind)]
+    core.effects.clear()
+    return found
+
+
+def open_resource(core: PoolCore, now: float, cid: int, key: str) -> Lease[Any, Any]:
+    """Check `key` out through a granted reservation; the lease."""
+    core.acquire(now, cid, key, 10.0, {}, hold=True)
+    (reserve,) = take(core, ReserveSlot)
+    core.global_granted(now, reserve.rid, True)
+    (start,) = take(core, Start)
+    core.ready(now, start.rid, start.attempt, object())
+    (reply,) = take(core, Reply)
+    assert isinstance(reply.value, Lease)
+    return reply.value
+
+
+def test_a_grant_for_a_withdrawn_reservation_is_given_back() -> None:
+    core = make_core()
+    core.acquire(0.0, 1, "a", 1.0, {}, hold=True)
+    (reserve,) = take(core, ReserveSlot)
+    core.advance(1.0)  # the caller's deadline: nobody wants the slot any more
+    assert take(core, CancelSlot) == [CancelSlot(reserve.rid)]
+    core.global_granted(1.0, reserve.rid, True)  # it crossed the withdrawal
+    assert take(core, ReturnSlot) == [ReturnSlot(reserve.rid)]
+    assert core.snapshot().open_resources == 0
+
+
+def test_waiting_callers_of_the_key_keep_a_reservation_its_joiner_gave_up() -> None:
+    # max_holders=1: the second caller cannot join the first one's creation
+    # and waits in the key's queue. When the first gives up, the reservation
+    # (and its place in the fleet's queue) goes to the second caller instead
+    # of being withdrawn and asked for again at the back of the queue.
+    core = make_core(max_holders=1, max_open_resources=2)
+    core.acquire(0.0, 1, "a", 1.0, {}, hold=True)
+    (reserve,) = take(core, ReserveSlot)
+    core.acquire(0.0, 2, "a", 10.0, {}, hold=True)
+    assert take(core, ReserveSlot) == []
+    core.advance(1.0)
+    effects = list(core.effects)
+    (fail,) = [e for e in effects if isinstance(e, Fail)]
+    assert fail.cid == 1
+    assert not [e for e in effects if isinstance(e, CancelSlot | ReserveSlot)]
+    core.effects.clear()
+    core.global_granted(1.5, reserve.rid, True)
+    (start,) = take(core, Start)
+    core.ready(1.5, start.rid, start.attempt, "conn")
+    (reply,) = take(core, Reply)
+    assert reply.cid == 2
+    assert reply.value.resource == "conn"
+
+
+def test_a_refresh_with_a_slot_free_keeps_the_old_resource_until_the_new_opens() -> (
+    None
+):
+    core = make_core(max_open_resources=2)
+    lease = open_resource(core, 0.0, 1, "a")
+    core.refresh(0.0, 2, "a")
+    (standby,) = take(core, ReserveSlot)
+    core.global_granted(0.01, standby.rid, True)
+    (start,) = take(core, Start)
+    core.advance(10.0)  # long past the wait: the replacement is being created
+    assert take(core, Close) == []
+    core.ready(10.0, start.rid, start.attempt, "new")
+    assert [r.value for r in core.effects if isinstance(r, Reply)] == [True]
+    core.effects.clear()
+    core.checkin(10.0, 3, lease, False)
+    assert take(core, Close) == [Close(lease.rid)]
+
+
+def test_a_lost_lease_of_a_held_resource_retires_it_until_checkin() -> None:
+    core = make_core(max_holders=1)
+    lease = open_resource(core, 0.0, 1, "a")
+    core.global_lost(1.0, lease.rid)
+    stats = core.snapshot()
+    assert (stats.retiring, stats.global_held, stats.global_lost) == (1, 0, 1)
+    assert take(core, Close) == []
+    core.checkin(2.0, 2, lease, False)
+    effects = list(core.effects)
+    assert [e for e in effects if isinstance(e, Close)] == [Close(lease.rid)]
+    core.effects.clear()
+    core.closed(2.0, lease.rid, 0, None)
+    # The driver already forgot the lost slot: nothing to give back.
+    assert take(core, ReturnSlot) == []
+
+
+def test_an_abandoned_resource_keeps_its_fleet_slot_until_it_ends() -> None:
+    core = make_core(close_timeout=1.0)
+    lease = open_resource(core, 0.0, 1, "a")
+    core.checkin(0.0, 2, lease, False)
+    core.release(0.0, 3, "a")
+    assert take(core, Close) == [Close(lease.rid)]
+    core.advance(1.0)  # close() did not return: abandoned
+    stats = core.snapshot()
+    assert (stats.open_resources, stats.abandoned, stats.global_held) == (0, 1, 1)
+    assert take(core, ReturnSlot) == []
+    core.closed(5.0, lease.rid, 0, None)
+    assert take(core, ReturnSlot) == [ReturnSlot(lease.rid)]
+    assert core.snapshot().global_held == 0
