@@ -918,8 +918,10 @@ class PoolCore:
                     # left for them): the reservation keeps its place in the
                     # fleet's queue for them, and the pump joins them to it.
                     self._dirty[res.key] = None
-                elif not res.ops and not res.standby:
-                    # Nobody waits for this reservation any more: withdraw it.
+                elif not res.mapped or not (res.ops or res.standby):
+                    # Nobody waits for this reservation any more (out of the
+                    # key map, a prewarm or refresh waiting on it would only
+                    # see it closed): withdraw it.
                     self.effects.append(CancelSlot(res.rid))
                     self._unmap(res)
                     self._move(now, res, "cancelled")

@@ -110,6 +110,31 @@ def test_waiting_callers_of_the_key_keep_a_reservation_its_joiner_gave_up() -> N
     assert reply.value.resource == "conn"
 
 
+def test_a_released_reservation_is_withdrawn_when_its_last_joiner_gives_up() -> None:
+    # A refresh's replacement is waiting for a slot; a caller joined it; the
+    # key is released (the replacement leaves the key map but still serves
+    # its joiner). Once that caller gives up nobody wants the slot.
+    core = make_core(max_holders=1, max_open_resources=3)
+    lease = open_resource(core, 0.0, 1, "a")
+    core.refresh(0.0, 2, "a")
+    (standby,) = take(core, ReserveSlot)
+    core.acquire(0.0, 3, "a", 0.2, {}, hold=True)  # joins the replacement
+    core.release(0.1, 4, "a")
+    assert take(core, CancelSlot) == []  # its joiner still wants it
+    core.advance(0.2)  # the joiner's deadline
+    effects = list(core.effects)
+    core.effects.clear()
+    assert [e for e in effects if isinstance(e, CancelSlot)] == [
+        CancelSlot(standby.rid)
+    ]
+    # The refresh answers that nothing was replaced; the release, waiting for
+    # the replacement to end, answers too.
+    replies = [(r.cid, r.value) for r in effects if isinstance(r, Reply)]
+    assert replies == [(2, False), (4, True)]
+    core.checkin(0.3, 5, lease, False)
+    assert core.snapshot().global_waiting == 0
+
+
 def test_a_refresh_with_a_slot_free_keeps_the_old_resource_until_the_new_opens() -> (
     None
 ):
