@@ -59,6 +59,10 @@ NO_KEY: Any = object()
 
 _INF = math.inf
 _PING_CHUNK = 64  # pings told per turn of a sweep (see `_ping_some`)
+# A fleet slot free anywhere is granted in one round trip to the engine; a
+# reservation still waiting after this long means the fleet is at its limit,
+# and what must not wait for long stops waiting (see `_on_reserve_wait`).
+_FLEET_WAIT = 1.0
 _ENDED = (Phase.GONE, Phase.ABANDONED)
 
 
@@ -209,6 +213,7 @@ class PoolCore:
             "idle": self._on_idle,
             "health": self._on_health_timer,
             "ping": self._on_ping_timeout,
+            "reserve": self._on_reserve_wait,
         }
 
     # --- events: the caller's requests ------------------------------------
@@ -421,6 +426,8 @@ class PoolCore:
 
         Below the cap the old ones serve until the new one is open; at the
         cap they retire first and the next free slot goes to the new one.
+        Under a fleet-wide cap the new one first reserves a fleet slot; if
+        none comes within `_FLEET_WAIT`, the old ones retire then.
         """
         entry = self.keys.get(key)
         olds = [r for r in entry.resources if r.phase is Phase.OPEN] if entry else []
@@ -650,6 +657,7 @@ class PoolCore:
                 self.effects.append(ReturnSlot(rid))  # nobody wants it any more
             return
         res.global_held = held
+        self.timers.cancel(res.timers.pop("reserve", None))
         self._move(now, res, "granted")
         self._log("debug", "pool.global.granted", res.key, res.context, held=held)
         self._start(now, res)
@@ -723,6 +731,21 @@ class PoolCore:
         (seconds,) = limit.values()
         error = TimeoutError(f"factory did not return within {seconds} s")
         self._fail_creation(now, res, error, "pool: factory timed out", hung=limit)
+
+    def _on_reserve_wait(self, now: float, rid: int) -> None:
+        res = self._timer_fired(rid, "reserve")
+        if res is None or res.phase is not Phase.RESERVING:
+            return
+        if res.standby:
+            # A refresh's replacement gets no fleet slot: the old resources
+            # may be what fills the fleet, and would wait for it forever.
+            # They retire now; the replacement keeps its place in the fleet's
+            # queue and takes the slot they give back (or an earlier one).
+            res.standby = False
+            olds, res.replaces = res.replaces, []
+            for old in olds:
+                if old.mapped:
+                    self._retire(now, old, "refreshed")
 
     def _on_retry(self, now: float, rid: int) -> None:
         res = self._timer_fired(rid, "retry")
@@ -1084,6 +1107,7 @@ class PoolCore:
             self._join(caller, res)
         if self._global:
             self._log("debug", "pool.global.waiting", key, context)
+            self._timer(res, "reserve", now + _FLEET_WAIT)
             self.effects.append(ReserveSlot(res.rid))
         else:
             self._start(now, res)

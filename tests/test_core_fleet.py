@@ -135,6 +135,36 @@ def test_a_released_reservation_is_withdrawn_when_its_last_joiner_gives_up() -> 
     assert core.snapshot().global_waiting == 0
 
 
+def test_a_refresh_at_the_fleet_limit_retires_the_old_resource_first() -> None:
+    # Below the local cap a refresh creates the replacement beside the old
+    # resource. When the fleet has no slot for it, waiting would never end
+    # if this pool's own old resource is what fills the fleet: after a
+    # short wait the old one is retired; the replacement keeps its place in
+    # the fleet's queue and takes the slot the old one gives back.
+    core = make_core(max_open_resources=2)
+    lease = open_resource(core, 0.0, 1, "a")
+    core.checkin(0.0, 2, lease, False)
+    core.effects.clear()
+    core.refresh(0.0, 3, "a")
+    (standby,) = take(core, ReserveSlot)
+    deadline = core.next_deadline()
+    assert deadline is not None
+    assert deadline <= TTL / 3
+    core.advance(deadline)
+    closes = take(core, Close)
+    assert closes == [Close(lease.rid)]
+    core.closed(deadline, lease.rid, 0, None)
+    assert take(core, ReturnSlot) == [ReturnSlot(lease.rid)]
+    core.global_granted(deadline, standby.rid, True)
+    (start,) = take(core, Start)
+    core.ready(deadline, start.rid, start.attempt, "new")
+    assert [r.value for r in core.effects if isinstance(r, Reply)] == [True]
+    core.effects.clear()
+    core.acquire(deadline, 4, "a", 1.0, {}, hold=True)
+    (reply,) = take(core, Reply)
+    assert reply.value.resource == "new"
+
+
 def test_a_refresh_with_a_slot_free_keeps_the_old_resource_until_the_new_opens() -> (
     None
 ):
