@@ -746,6 +746,17 @@ class PoolCore:
             for old in olds:
                 if old.mapped:
                     self._retire(now, old, "refreshed")
+        # A prewarm creates what the caps allow now; it does not queue.
+        for op in [op for op in res.ops if op.kind == "prewarm"]:
+            res.ops.remove(op)
+            op.results[res.key] = "not_created"
+            op.waiting.discard(res.rid)
+            if not op.waiting:
+                self._finish_op(op, op.opened)
+        # `timeout=0` never waits for a slot, a fleet slot included.
+        for caller in [c for c in res.joiners if c.timeout == 0]:
+            self._on_deadline(now, caller.cid)
+        self._withdraw_if_unwanted(now, res)
 
     def _on_retry(self, now: float, rid: int) -> None:
         res = self._timer_fired(rid, "retry")
@@ -934,21 +945,25 @@ class PoolCore:
         if res is not None:
             res.joiners.remove(caller)
             caller.joined = None
-            if res.phase is Phase.RESERVING and not res.joiners:
-                entry = self.keys.get(res.key) if res.mapped else None
-                if entry is not None and entry.waiters and self.closing is None:
-                    # Callers of the key wait behind it (no holder place was
-                    # left for them): the reservation keeps its place in the
-                    # fleet's queue for them, and the pump joins them to it.
-                    self._dirty[res.key] = None
-                elif not res.mapped or not (res.ops or res.standby):
-                    # Nobody waits for this reservation any more (out of the
-                    # key map, a prewarm or refresh waiting on it would only
-                    # see it closed): withdraw it.
-                    self.effects.append(CancelSlot(res.rid))
-                    self._unmap(res)
-                    self._move(now, res, "cancelled")
+            self._withdraw_if_unwanted(now, res)
         return self._waited(now, caller)
+
+    def _withdraw_if_unwanted(self, now: float, res: Resource) -> None:
+        """Withdraw a reservation nobody waits for any more."""
+        if res.phase is not Phase.RESERVING or res.joiners:
+            return
+        entry = self.keys.get(res.key) if res.mapped else None
+        if entry is not None and entry.waiters and self.closing is None:
+            # Callers of the key wait behind it (no holder place was left for
+            # them): the reservation keeps its place in the fleet's queue for
+            # them, and the pump joins them to it.
+            self._dirty[res.key] = None
+        elif not res.mapped or not (res.ops or res.standby):
+            # Out of the key map, a prewarm or refresh waiting on it would
+            # only see it closed.
+            self.effects.append(CancelSlot(res.rid))
+            self._unmap(res)
+            self._move(now, res, "cancelled")
 
     def _waited(self, now: float, caller: Caller) -> float:
         waited = now - caller.start

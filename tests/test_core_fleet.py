@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from pooler_actors import Lease
+from pooler_actors import AcquireTimeout, Lease
 from pooler_actors._core import PoolCore
 from pooler_actors._effects import (
     CancelSlot,
@@ -63,14 +63,20 @@ def take(core: PoolCore, kind: type[E]) -> list[E]:
     return found
 
 
+def grant_and_open(core: PoolCore, now: float, rid: int, obj: object) -> list[Reply]:
+    """Grant reservation `rid` a slot and let its factory return `obj`; the replies."""
+    core.global_granted(now, rid, True)
+    (start,) = take(core, Start)
+    assert start.rid == rid
+    core.ready(now, start.rid, start.attempt, obj)
+    return take(core, Reply)
+
+
 def open_resource(core: PoolCore, now: float, cid: int, key: str) -> Lease[Any, Any]:
     """Check `key` out through a granted reservation; the lease."""
     core.acquire(now, cid, key, 10.0, {}, hold=True)
     (reserve,) = take(core, ReserveSlot)
-    core.global_granted(now, reserve.rid, True)
-    (start,) = take(core, Start)
-    core.ready(now, start.rid, start.attempt, object())
-    (reply,) = take(core, Reply)
+    (reply,) = grant_and_open(core, now, reserve.rid, object())
     assert isinstance(reply.value, Lease)
     return reply.value
 
@@ -102,10 +108,7 @@ def test_waiting_callers_of_the_key_keep_a_reservation_its_joiner_gave_up() -> N
     assert fail.cid == 1
     assert not [e for e in effects if isinstance(e, CancelSlot | ReserveSlot)]
     core.effects.clear()
-    core.global_granted(1.5, reserve.rid, True)
-    (start,) = take(core, Start)
-    core.ready(1.5, start.rid, start.attempt, "conn")
-    (reply,) = take(core, Reply)
+    (reply,) = grant_and_open(core, 1.5, reserve.rid, "conn")
     assert reply.cid == 2
     assert reply.value.resource == "conn"
 
@@ -155,11 +158,9 @@ def test_a_refresh_at_the_fleet_limit_retires_the_old_resource_first() -> None:
     assert closes == [Close(lease.rid)]
     core.closed(deadline, lease.rid, 0, None)
     assert take(core, ReturnSlot) == [ReturnSlot(lease.rid)]
-    core.global_granted(deadline, standby.rid, True)
-    (start,) = take(core, Start)
-    core.ready(deadline, start.rid, start.attempt, "new")
-    assert [r.value for r in core.effects if isinstance(r, Reply)] == [True]
-    core.effects.clear()
+    assert [r.value for r in grant_and_open(core, deadline, standby.rid, "new")] == [
+        True
+    ]
     core.acquire(deadline, 4, "a", 1.0, {}, hold=True)
     (reply,) = take(core, Reply)
     assert reply.value.resource == "new"
@@ -181,6 +182,60 @@ def test_a_refresh_with_a_slot_free_keeps_the_old_resource_until_the_new_opens()
     core.effects.clear()
     core.checkin(10.0, 3, lease, False)
     assert take(core, Close) == [Close(lease.rid)]
+
+
+def test_a_prewarm_stops_waiting_for_a_fleet_slot() -> None:
+    core = make_core(max_open_resources=4)
+    core.prewarm(0.0, 1, ["a", "b"])
+    reserves = take(core, ReserveSlot)
+    assert len(reserves) == 2
+    assert grant_and_open(core, 0.0, reserves[0].rid, "conn-a") == []
+    deadline = core.next_deadline()
+    assert deadline is not None
+    core.advance(deadline)
+    effects = list(core.effects)
+    assert [e for e in effects if isinstance(e, CancelSlot)] == [
+        CancelSlot(reserves[1].rid)
+    ]
+    (reply,) = [e for e in effects if isinstance(e, Reply)]
+    assert reply.value == {"a": "created", "b": "not_created"}
+    assert core.snapshot().open_resources == 1
+
+
+def test_a_prewarmed_reservation_a_caller_joined_keeps_waiting_for_it() -> None:
+    core = make_core(max_open_resources=4)
+    core.prewarm(0.0, 1, ["a"])
+    (reserve,) = take(core, ReserveSlot)
+    core.acquire(0.0, 2, "a", 10.0, {}, hold=True)
+    assert take(core, ReserveSlot) == []  # joined the prewarm's creation
+    deadline = core.next_deadline()
+    assert deadline is not None
+    assert deadline < 10.0
+    core.advance(deadline)
+    effects = list(core.effects)
+    assert [r.value for r in effects if isinstance(r, Reply)] == [{"a": "not_created"}]
+    assert not [e for e in effects if isinstance(e, CancelSlot)]
+    core.effects.clear()
+    (reply,) = grant_and_open(core, 1.0, reserve.rid, "conn")
+    assert reply.cid == 2
+
+
+def test_timeout_zero_does_not_wait_long_for_a_fleet_slot() -> None:
+    core = make_core()
+    core.acquire(0.0, 1, "a", 0, {}, hold=True)
+    (reserve,) = take(core, ReserveSlot)
+    deadline = core.next_deadline()
+    assert deadline is not None
+    assert deadline <= TTL / 3
+    core.advance(deadline)
+    effects = list(core.effects)
+    (fail,) = [e for e in effects if isinstance(e, Fail)]
+    assert fail.cid == 1
+    assert isinstance(fail.error, AcquireTimeout)
+    assert [e for e in effects if isinstance(e, CancelSlot)] == [
+        CancelSlot(reserve.rid)
+    ]
+    assert core.snapshot().timeouts == 1
 
 
 def test_a_lost_lease_of_a_held_resource_retires_it_until_checkin() -> None:
