@@ -58,7 +58,7 @@ def make_core(**options: Any) -> PoolCore:
 
 def take(core: PoolCore, kind: type[E]) -> list[E]:
     """The effects of `kind` asked for since the last call; all effects cleared."""
-    found = [e for e in core.effects if isinstance(e, kind)]
+    found: list[E] = [e for e in core.effects if isinstance(e, kind)]
     core.effects.clear()
     return found
 
