@@ -9,6 +9,7 @@ own. Leases last 1 s here (5 s where a pause must not end them).
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -25,7 +26,13 @@ from line_process import LineProcess
 from structlog.testing import capture_logs
 from valkey_server import ValkeyServer, free_port, usage
 
-from pooler_actors import AcquireTimeout, CapacityUnavailable, Pool, PoolClosedError
+from pooler_actors import (
+    AcquireTimeout,
+    AsyncPool,
+    CapacityUnavailable,
+    Pool,
+    PoolClosedError,
+)
 from pooler_actors.redis import RedisCapacity
 
 WORKER = str(Path(__file__).resolve().parent / "fleet_worker.py")
@@ -656,3 +663,40 @@ def test_prewarm_and_timeout_zero_do_not_queue_for_a_fleet_slot(
     assert second.stats().global_waiting == 0
     wait_for(lambda: usage(fleet.url, name, 1)[:2] == (1, 0))  # withdrawn
     first.checkin(lease)
+
+
+def test_an_async_pool_withdraws_the_slot_of_a_cancelled_task(fleet: Fleet) -> None:
+    name = fresh_name()
+    holder = fleet.pool(name, 1)
+    holder.checkin(holder.checkout("a"))  # idle, it keeps the one slot
+
+    async def main() -> str:
+        cap = RedisCapacity(fleet.url, name=name, limit=1, lease_ttl=TTL)
+        async with AsyncPool(
+            lambda key: Counted(fleet.client, name, "async", key),
+            max_holders=1,
+            health_check_interval=None,
+            global_capacity=cap,
+        ) as pool:
+            task = asyncio.create_task(pool.checkout("b"))
+            for _ in range(1000):  # bounded: about 10 s
+                if usage(fleet.url, name, 1).waiting == 1:
+                    break
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert (await pool.stats()).global_waiting == 0
+            for _ in range(1000):  # the capacity thread withdraws it
+                if usage(fleet.url, name, 1).waiting == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert usage(fleet.url, name, 1).waiting == 0
+            waiting = asyncio.create_task(pool.checkout("c", timeout=15))
+            await asyncio.to_thread(holder.release, "a")  # frees the slot
+            got = await waiting
+            await pool.checkin(got)
+            return str(got.key)
+
+    assert asyncio.run(main()) == "c"
+    assert fleet.counted(name)[2] == ["local:a", "async:c"]
