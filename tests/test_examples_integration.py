@@ -57,3 +57,22 @@ def test_tcp_clients_evicts_dead_sockets_and_reconnects() -> None:
     assert "billing: hello again" in out
     assert "reconnected with a new socket: True" in out
     assert out.rstrip().endswith("done")
+
+
+def test_fleet_example_keeps_four_workers_under_the_global_limit(
+    valkey_binary: str,  # skips where no Valkey server binary is installed
+) -> None:
+    done = run_python(str(EXAMPLES / "fleet.py"), timeout=50)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    limit = int(out["global limit"])
+    high = int(out["global high-water mark"])
+    assert limit == 5
+    assert out["workers"] == "4, local caps add up to 16"
+    # Measured by the connections themselves, on the server.
+    assert 1 <= high <= limit
+    assert out["open at the end"] == "0; global slots held at the end: 0"
+    assert out["worker exit codes"] == "[0, 0, 0, 0]"
+    for n in range(4):
+        assert out[f"worker-{n}"].startswith("48 requests, ")
+        assert out[f"worker-{n}"].endswith(", 0 failed")

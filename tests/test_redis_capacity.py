@@ -8,12 +8,7 @@ Leases are 1 s here (5 s where a pause must not end them) to keep this fast.
 from __future__ import annotations
 
 import math
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +17,8 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import wait_for
-from valkey_server import ValkeyServer, free_port
+from line_process import LineProcess
+from valkey_server import ValkeyServer, free_port, usage
 
 from pooler_actors import CapacityUnavailable
 from pooler_actors._capacity import CapacityDriver, OnUnavailable
@@ -101,45 +97,13 @@ class Fleet:
             worker.kill()
 
 
-class Worker:
+class Worker(LineProcess):
     """A fleet member in its own process (tests/capacity_worker.py)."""
 
     def __init__(self, url: str, name: str, limit: int, label: str, *mode: str) -> None:
-        self.label = label
-        self.proc = subprocess.Popen(
-            [sys.executable, WORKER, url, name, str(limit), str(TTL), label, *mode],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
+        super().__init__(
+            f"worker {label}", WORKER, url, name, str(limit), str(TTL), label, *mode
         )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.strip())
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def expect(self, prefix: str, timeout: float = 15.0) -> str:
-        """The next line; it must start with `prefix` (hang guard: timeout)."""
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            pytest.fail(f"worker {self.label}: no {prefix!r} line within {timeout} s")
-        assert line.startswith(prefix), f"worker {self.label}: {line!r}"
-        return line
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-        self.proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -149,14 +113,6 @@ def fleet() -> Iterator[Fleet]:
         yield made
     finally:
         made.end()
-
-
-def usage(url: str, name: str, limit: int) -> CapacityUsage:
-    cap = RedisCapacity(url, name=name, limit=limit)
-    try:
-        return cap.usage()
-    finally:
-        cap.close()
 
 
 def reserve_until_granted(driver: CapacityDriver, rec: Recorder, first_rid: int) -> int:

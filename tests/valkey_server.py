@@ -14,6 +14,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pooler_actors.redis import CapacityUsage
 
 
 def find_binary() -> str | None:
@@ -112,3 +116,15 @@ class ValkeyServer:
             process.wait(timeout=5)
         except ProcessLookupError:
             pass
+
+
+def usage(url: str, name: str, limit: int) -> CapacityUsage:
+    """What the server counts for semaphore `name` now (a one-off client)."""
+    # Imported here: the fixtures above need no redis-py.
+    from pooler_actors.redis import RedisCapacity  # noqa: PLC0415
+
+    cap = RedisCapacity(url, name=name, limit=limit)
+    try:
+        return cap.usage()
+    finally:
+        cap.close()
