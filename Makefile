@@ -36,6 +36,9 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) -c 'import generic_connection_pool' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/run.py
+	@echo
+	@echo "# The hit path again, unpinned (threads on both CPUs, as applications run):"
+	$(PY) benchmarks/run.py --no-pin --only fast hit
 
 # Deterministic simulation of the core (tests/simulation.py): over a million
 # steps across seeds, every invariant checked after each; SEED=n replays one.

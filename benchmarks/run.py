@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
+import bench_fast
 import bench_hit
 import bench_load
 import bench_pg
@@ -32,6 +33,7 @@ import bench_scale
 from _common import Row
 
 SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
+    "fast": bench_fast.run,
     "hit": bench_hit.run,
     "load": bench_load.run,
     "scale": bench_scale.run,

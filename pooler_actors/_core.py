@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +151,7 @@ class Published:
 
     __slots__ = (
         "exclusive",
+        "hits",
         "idle",
         "noted",
         "notes",
@@ -174,6 +175,8 @@ class Published:
         self.waiting: set[Hashable] = set()
         #: What callers did on the hit path, for the core (appended by callers).
         self.notes: deque[tuple[Any, ...]] = deque()
+        #: Keys of hits with no debug context: the cheapest note of all.
+        self.hits: deque[Hashable] = deque()
         #: A `Notes` message is on its way to the supervisor.
         self.noted = False
 
@@ -1039,7 +1042,12 @@ class PoolCore:
         if res.phase is Phase.RETIRING:
             self._drained(now, res, owned=True)
 
-    def notes(self, now: float, notes: Iterable[tuple[Any, ...]]) -> None:
+    def notes(
+        self,
+        now: float,
+        notes: Iterable[tuple[Any, ...]],
+        hits: Collection[Hashable] = (),
+    ) -> None:
         """What callers did on the hit path (or at checkin) since the last notes.
 
         `(HIT, key, context)`: an `acquire()` got `key`'s open resource.
@@ -1052,9 +1060,12 @@ class PoolCore:
         `(BROKEN, res)`: a lease was checked in as broken (exclusive: `res`
         left to the core).
         `(BACK, res)`: a checkout found `res` retired and left it unused.
+        `hits`: keys of `acquire()` hits noted without a context.
         """
         n = self.n
-        hit_keys: dict[Hashable, None] = {}  # a key's last_used is set once
+        n["acquires"] += len(hits)
+        n["hits"] += len(hits)
+        hit_keys = dict.fromkeys(hits)  # a key's last_used is set once
         for note in notes:
             kind = note[0]
             if kind == HIT:

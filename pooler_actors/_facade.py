@@ -50,6 +50,8 @@ class FacadeBase(Generic[K, T]):
         self.options = opts
         self.name = opts.name
         self._ref = PoolSupervisor.start(factory, opts, logger=logger)
+        self._pub = self._ref.published  # the hit path's view (see _fastpath)
+        self._events = self._ref.events
 
     def __repr__(self) -> str:
         state = "open" if self._ref.is_alive() else "closed"
@@ -87,7 +89,7 @@ class FacadeBase(Generic[K, T]):
         """How long `close()` may wait: closes, then held resources draining."""
         return self.options.close_timeout + self.options.drain_timeout + 1.0
 
-    def _broken(self, error: BaseException) -> bool:
+    def broken_by(self, error: BaseException) -> bool:
         """Whether `error` leaving a lease block means the resource is broken."""
         is_broken = self.options.is_broken
         if is_broken is None or not isinstance(error, Exception):

@@ -134,7 +134,7 @@ class AsyncPool(FacadeBase[K, T]):
         lease = self._take(key, timeout)
         if lease is fastpath.MISS:
             lease = await self._ask(Checkout(key, timeout))
-        return cast(Lease[K, T], lease)
+        return cast("Lease[K, T]", lease)
 
     async def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
         """Give `lease` back; see [Pool.checkin][pooler_actors.Pool.checkin]."""
@@ -148,7 +148,7 @@ class AsyncPool(FacadeBase[K, T]):
         try:
             yield lease.resource
         except BaseException as error:
-            broken = self._broken(error)
+            broken = self.broken_by(error)
             raise
         finally:
             # Shielded: a cancelled task still gives its lease back.

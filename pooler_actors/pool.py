@@ -7,12 +7,15 @@ supervisor, whose `ActorRef` is [Pool.actor_ref][pooler_actors.Pool.actor_ref].
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Self, cast, overload
+from typing import Any, Generic, Self, cast, overload
+
+from structlog.contextvars import get_contextvars
 
 from pooler_actors import _fastpath as fastpath
+from pooler_actors._core import HIT
 from pooler_actors._facade import FacadeBase, K, T
+from pooler_actors._fastpath import MISS
 from pooler_actors._future import PoolFuture
 from pooler_actors._pykka import stop_message
 from pooler_actors.lease import Lease
@@ -95,6 +98,21 @@ class Pool(FacadeBase[K, T]):
             TypeError: an unhashable key, or a pool of leases.
             ValueError: a negative timeout.
         """
+        if timeout is None:  # fastpath.hit, inlined: this is the hot path
+            pub = self._pub
+            try:
+                res = pub.view[key]
+            except (KeyError, TypeError):
+                pass
+            else:
+                if self._events.debug_known():
+                    pub.notes.append((HIT, key, get_contextvars()))
+                else:
+                    pub.hits.append(key)
+                if not pub.noted:  # _fastpath, rule 6
+                    pub.noted = True
+                    self._ref.wake()
+                return cast(T, res.obj)
         value = self._hit(key, timeout)
         if value is fastpath.MISS:
             value = self._ref.ask(Acquire(key, timeout))
@@ -105,10 +123,15 @@ class Pool(FacadeBase[K, T]):
 
         Raises as [acquire][pooler_actors.Pool.acquire] does.
         """
-        lease = self._take(key, timeout)
-        if lease is fastpath.MISS:
+        lease = MISS
+        if timeout is None or (type(timeout) in (int, float) and timeout >= 0):
+            ref = self._ref
+            lease = fastpath.checkout(
+                self._pub, key, self._events.debug_known, ref.wake
+            )
+        if lease is MISS:
             lease = self._ref.ask(Checkout(key, timeout))
-        return cast(Lease[K, T], lease)
+        return cast("Lease[K, T]", lease)
 
     def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
         """Give `lease` back; `broken=True` retires its resource.
@@ -119,24 +142,15 @@ class Pool(FacadeBase[K, T]):
         Raises:
             ValueError: the lease is of another pool.
         """
-        return self._give(lease, broken)
+        return fastpath.checkin(self._pub, lease, broken, self._ref.wake)
 
-    @contextmanager
-    def lease(self, key: K, timeout: float | None = None) -> Iterator[T]:
+    def lease(self, key: K, timeout: float | None = None) -> LeaseBlock[K, T]:
         """`with pool.lease(key) as resource:` holds it for the block.
 
         An exception for which the `is_broken` option returns `True` checks
         the resource in as broken.
         """
-        lease = self.checkout(key, timeout)
-        broken = False
-        try:
-            yield lease.resource
-        except BaseException as error:
-            broken = self._broken(error)
-            raise
-        finally:
-            self.checkin(lease, broken)
+        return LeaseBlock(self, key, timeout)
 
     def release(self, key: K) -> bool:
         """Retire `key`'s resources; `True` if one was open.
@@ -220,3 +234,34 @@ class Pool(FacadeBase[K, T]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class LeaseBlock(Generic[K, T]):
+    """`with pool.lease(key) as resource:`: checkout on enter, checkin on exit.
+
+    A small class rather than a generator-based context manager: a lease
+    cycle is a hot path.
+    """
+
+    __slots__ = ("_key", "_lease", "_pool", "_timeout")
+
+    def __init__(self, pool: Pool[K, T], key: K, timeout: float | None) -> None:
+        self._pool = pool
+        self._key = key
+        self._timeout = timeout
+        self._lease: Lease[K, T] | None = None
+
+    def __enter__(self) -> T:
+        self._lease = self._pool.checkout(self._key, self._timeout)
+        return self._lease.resource
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            broken = exc is not None and self._pool.broken_by(exc)
+            self._pool.checkin(lease, broken)

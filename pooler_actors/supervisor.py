@@ -255,7 +255,7 @@ class PoolSupervisor(PoolActor):
 
     def _notes(self, now: float, _msg: object, _reply: object) -> None:
         self._core.debug = self._events.debug_known()  # only what is logged
-        self._core.notes(now, fastpath.drain(self._core.published))
+        self._core.notes(now, *fastpath.drain(self._core.published))
         self._core.debug = True
 
     def _closed(self, now: float, msg: im.Closed, _reply: object) -> None:
