@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pykka
 
 if TYPE_CHECKING:
-    from pykka._types import OptExcInfo
+    from pooler_actors._pykka import OptExcInfo
 
 __all__ = ["PoolFuture"]
 

@@ -8,18 +8,23 @@ pinned below its next major version for these.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
-from pykka._envelope import (
-    Envelope,
-)  # the inbox item: our refs and timers post their own
-from pykka.messages import (
-    _ActorStop,
-)  # what ActorRef.stop() sends: we handle it ourselves
+
+# The inbox item: our refs and timers post their own.
+from pykka._envelope import Envelope
+
+# What ActorRef.stop() sends: the supervisor handles it itself.
+from pykka.messages import _ActorStop
+
+if TYPE_CHECKING:
+    # Future.set_exception's argument type.
+    from pykka._types import OptExcInfo
 
 __all__ = [
     "Envelope",
+    "OptExcInfo",
     "is_stop",
     "log_returned_exception",
     "register_before",

@@ -1,0 +1,91 @@
+"""The core is pure and the shell is small (SPEC 7; issue 10's "done when").
+
+The core's modules import nothing that gives them threads, a clock, I/O or
+randomness, and no actor or logging library: what they do is a function of
+the events and times they are given. The shell stays a thin translation.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pooler_actors"
+
+#: The modules of the core: the state machine and the vocabulary it uses.
+CORE = [
+    "_core.py",
+    "_lifecycle.py",
+    "_timers.py",
+    "_effects.py",
+    "lease.py",
+    "stats.py",
+]
+
+FORBIDDEN = {
+    "pykka",
+    "structlog",
+    "threading",
+    "time",
+    "random",
+    "asyncio",
+    "os",
+    "socket",
+    "queue",
+    "concurrent",
+    "logging",
+    "redis",
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_module_imports_no_threads_clock_io_or_actors(module: str) -> None:
+    assert _imports(PACKAGE / module) & FORBIDDEN == set()
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_module_imports_only_core_modules_of_the_package(module: str) -> None:
+    # pooler_actors.errors is the one shared vocabulary the core borrows: the
+    # exceptions callers catch (PoolClosedError subclasses pykka's
+    # ActorDeadError for callers' sake; the core never uses pykka).
+    allowed = {f"pooler_actors.{m[:-3]}" for m in CORE} | {
+        "pooler_actors.errors",
+        "pooler_actors.options",
+    }
+    tree = ast.parse((PACKAGE / module).read_text())
+    ours = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.module
+        and node.module.startswith("pooler_actors")
+    }
+    assert ours <= allowed
+
+
+def test_the_shell_is_at_most_300_lines() -> None:
+    lines = (PACKAGE / "supervisor.py").read_text().splitlines()
+    assert len(lines) <= 300
+
+
+def test_private_pykka_access_lives_in_one_module() -> None:
+    offenders = [
+        path.name
+        for path in PACKAGE.glob("*.py")
+        if path.name != "_pykka.py"
+        and ("noqa: SLF001" in path.read_text() or "from pykka._" in path.read_text())
+    ]
+    assert offenders == []
