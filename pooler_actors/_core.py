@@ -756,6 +756,9 @@ class PoolCore:
             holders=res.holders,
             drain_timeout=self.options.drain_timeout,
         )
+        # Closed under its holders: their leases are void now, so a late
+        # checkin answers False and `holders` stops counting them.
+        self._void_leases(res)
         self._close(now, res)
 
     def _on_lifetime(self, now: float, rid: int) -> None:
@@ -1216,14 +1219,18 @@ class PoolCore:
             del self.resources[res.rid]
             for kind in list(res.timers):
                 self.timers.cancel(res.timers.pop(kind))
-            for lid in res.leases:
-                del self.leases[lid]
-            res.leases.clear()
-            res.holders = 0
+            self._void_leases(res)
             res.replaces = []
             if res.global_held:
                 res.global_held = False
                 self.effects.append(ReturnSlot(res.rid))
+
+    def _void_leases(self, res: Resource) -> None:
+        """Forget `res`'s leases: checking them in is a no-op from now on."""
+        for lid in res.leases:
+            del self.leases[lid]
+        res.leases.clear()
+        res.holders = 0
 
     def _timer(self, res: Resource, kind: str, when: float) -> None:
         handle = self.timers.add(when, kind, res.rid)

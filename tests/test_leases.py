@@ -70,6 +70,9 @@ class Res:
     def close(self) -> None:
         if self.holder is not None:
             self.under_holder.append("close")
+        gate = self.factory.close_gates.get(self.key)
+        if gate is not None:
+            assert gate.wait(30), "test close gate never opened"
         self.closed += 1
 
 
@@ -80,6 +83,7 @@ class Rec:
         self.calls: list[Hashable] = []
         self.made: list[Res] = []
         self.gates: dict[Hashable, threading.Event] = {}
+        self.close_gates: dict[Hashable, threading.Event] = {}
 
     def __call__(self, key: Hashable) -> Res:
         self.calls.append(key)
@@ -628,6 +632,24 @@ def test_drain_timeout_closes_a_retiring_resource_anyway(
         (event,) = events(logs, "pool.resource.drain_timeout")
         assert (event["key"], event["holders"], event["drain_timeout"]) == ("a", 1, 5)
         assert pool.checkin(lease) is False  # nothing left to give back
+
+
+def test_a_drain_timeout_voids_the_leases_at_once(rec: Rec, clock: list[float]) -> None:
+    gate = rec.close_gates["a"] = threading.Event()  # its close() takes a while
+    with new_pool(rec, max_holders=1, drain_timeout=5) as pool:
+        try:
+            lease = pool.checkout("a")
+            pool.release("a")
+            clock[0] += 6
+            settle(pool)
+            stats = pool.stats()
+            assert (stats.drain_timeouts, stats.closing) == (1, 1)
+            # Closed under its holder: the lease is void, though close() runs on.
+            assert stats.holders == 0
+            assert pool.checkin(lease) is False
+        finally:
+            gate.set()
+        wait_for(lambda: pool.stats().open_resources == 0)
 
 
 def test_close_drains_held_resources(rec: Rec) -> None:
