@@ -1065,16 +1065,17 @@ class StormRes:
     def __init__(self, key: Hashable, world: World) -> None:
         self.key = key
         self.world = world
-        self.holder: int | None = None
+        self.holders: set[int] = set()  # threads holding it now
         self.closes = 0
 
     def take(self) -> None:
-        with self.world.lock:
+        world = self.world
+        with world.lock:
             if self.closes:
-                self.world.violations.append(f"{self.key}: leased after close")
-            if self.holder is not None:
-                self.world.violations.append(f"{self.key}: two holders at once")
-            self.holder = threading.get_ident()
+                world.violations.append(f"{self.key}: leased after close")
+            self.holders.add(threading.get_ident())
+            if world.max_holders is not None and len(self.holders) > world.max_holders:
+                world.violations.append(f"{self.key}: {len(self.holders)} holders")
 
     def use(self) -> None:
         with self.world.lock:
@@ -1083,18 +1084,16 @@ class StormRes:
 
     def drop(self) -> None:
         with self.world.lock:
-            if self.holder != threading.get_ident():
-                self.world.violations.append(f"{self.key}: holder changed")
-            self.holder = None
+            self.holders.remove(threading.get_ident())
 
     def ping(self) -> None:
         with self.world.lock:
-            if self.holder is not None:
+            if self.world.max_holders == 1 and self.holders:
                 self.world.violations.append(f"{self.key}: pinged while held")
 
     def close(self) -> None:
         with self.world.lock:
-            if self.holder is not None:
+            if self.holders:
                 self.world.violations.append(f"{self.key}: closed while held")
             self.closes += 1
             if self.closes == 1:
@@ -1104,7 +1103,8 @@ class StormRes:
 class World:
     """The storm's factory: counts what exists (created and not closed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_holders: int | None) -> None:
+        self.max_holders = max_holders
         self.lock = threading.Lock()
         self.alive = 0
         self.most_alive = 0
@@ -1121,18 +1121,27 @@ class World:
 
 
 STORM_CAP = 3
-STORM_SECONDS = 2.5
+STORM_SECONDS = 2.0
 STORM_OPS = 600  # per thread, at most
 
 
-def test_thread_storm_keeps_every_lease_promise() -> None:
-    world = World()
+@pytest.mark.parametrize(
+    ("max_holders", "max_per_key"),
+    [(1, 2), (2, 2), (None, 1)],
+    ids=["exclusive", "multiplexed", "shared"],
+)
+def test_thread_storm_keeps_every_lease_promise(
+    max_holders: int | None, max_per_key: int
+) -> None:
+    world = World(max_holders)
     pool: Pool[str, StormRes] = Pool(
         world,
         max_open_resources=STORM_CAP,
-        max_holders=1,
-        max_per_key=2,
+        max_holders=max_holders,
+        max_per_key=max_per_key,
         health_check_interval=0.01,  # exclusive: never pinged while held
+        max_lifetime=0.2,  # retires held resources too
+        max_idle_time=0.05,
     )
     keys = [f"k{i}" for i in range(5)]
     errors: list[BaseException] = []
