@@ -1033,7 +1033,7 @@ class PoolCore:
 
     def _reclaim(self, now: float) -> None:
         """Close least recently used idle resources for callers waiting for a slot."""
-        wanted = sum(1 for item in self.slots if isinstance(item, Caller))
+        wanted = self._slots_wanted()
         while self._reclaiming < wanted:
             victim = None
             for res in self.resources.values():
@@ -1052,6 +1052,26 @@ class PoolCore:
             self._reclaiming += 1
             self._log("info", "pool.resource.reclaimed", victim.key, waiting=wanted)
             self._retire(now, victim, "reclaimed")
+
+    def _slots_wanted(self) -> int:
+        """How many creations the callers waiting for a slot need.
+
+        Callers of one key share a creation as far as `max_holders` allows
+        (any number when shared), and a key gets at most `max_per_key`: two
+        callers of one new key must not reclaim two idle resources for one
+        creation.
+        """
+        callers: dict[Hashable, int] = {}
+        for item in self.slots:
+            if isinstance(item, Caller):
+                callers[item.key] = callers.get(item.key, 0) + 1
+        limit = self.options.max_holders
+        wanted = 0
+        for key, n in callers.items():
+            entry = self.keys.get(key)
+            room = self.options.max_per_key - (self._count(entry) if entry else 0)
+            wanted += max(0, min(room, 1 if limit is None else -(-n // limit)))
+        return wanted
 
     # --- a resource's life ----------------------------------------------------
 

@@ -787,6 +787,35 @@ def test_reclaim_idle_false_keeps_idle_resources(rec: Rec) -> None:
         pool.checkin(waiter.result())
 
 
+@pytest.mark.parametrize("max_holders", [None, 2, 1])
+def test_callers_of_one_new_key_reclaim_only_what_they_need(
+    rec: Rec, max_holders: int | None
+) -> None:
+    """Two callers of one new key need one creation (shared, or two places
+    on a multiplexed one, or max_per_key=1): one idle resource is reclaimed."""
+    gates = {k: rec.close_gates.setdefault(k, threading.Event()) for k in "ab"}
+    with new_pool(rec, max_open_resources=3, max_holders=max_holders) as pool:
+        try:
+            held = pool.checkout("x")
+            pool.checkin(pool.checkout("a"))
+            pool.checkin(pool.checkout("b"))
+            first = Call(pool, "c")
+            wait_for(lambda: pool.stats().reclaimed == 1)  # a, closing slowly
+            second = Call(pool, "c")
+            waiting(pool, 2)
+            settle(pool)
+            assert pool.stats().reclaimed == 1
+            assert pool.contains("b")
+        finally:
+            for gate in gates.values():
+                gate.set()
+        pool.checkin(first.result())
+        pool.checkin(second.result())
+        assert rec.calls == ["x", "a", "b", "c"]
+        assert pool.contains("b") and pool.stats().reclaimed == 1
+        pool.checkin(held)
+
+
 def test_every_waiter_for_a_slot_reclaims_one(rec: Rec) -> None:
     with new_pool(rec, max_open_resources=3, max_holders=1) as pool:
         for key in ("a", "b", "c"):
