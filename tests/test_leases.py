@@ -709,8 +709,8 @@ def test_exclusive_resources_are_pinged_only_while_unheld(rec: Rec) -> None:
         res, free = held.resource, rec.made[1]
         res.take()
         res.healthy = False  # would be evicted by a ping
-        pings = res.pings  # no ping runs while it is held
-        wait_for(lambda: free.pings >= pings + 5)  # many sweeps went by
+        pings, sweeps = res.pings, free.pings  # no ping runs while it is held
+        wait_for(lambda: free.pings >= sweeps + 5)  # five sweeps went by
         assert res.pings == pings and res.under_holder == []
         assert pool.contains("held")
         res.drop()
