@@ -5,9 +5,13 @@ the `acme` connection open, six client threads run real queries against the
 seven other tenants (so most of them queue for one of the two free slots),
 and the `acme` connection is broken behind the pool's back: the next health
 check finds `SELECT 1` failing, evicts it and hands its slot to a waiting
-client. A last act shows the lifecycle policies: a refresh, a prewarm, idle
+client. A second act shows the lifecycle policies: a refresh, a prewarm, idle
 connections closed by `max_idle_time`, and a second pool whose connections
-are renewed by `max_lifetime`. A stats table with a legend ends the run.
+are renewed by `max_lifetime`. A third act uses leases on a pool of exclusive
+connections: a holder keeps its connection through a `release` (it is
+retired, and closed when checked in), and a request for a new tenant at the
+cap takes over the slot of the least recently used idle tenant at once. A
+stats table with a legend ends the run.
 
 Run it with `make demo` (or `.venv/bin/python examples/tenant_demo.py`); add
 `--verbose` for the pool's event stream (structlog, on stderr). Without it the
@@ -106,6 +110,7 @@ class TenantDB:
         self.tenant = tenant
         self.conn = sqlite3.connect(path, check_same_thread=False)
         self.lock = threading.Lock()
+        self.closed = False
 
     def __repr__(self) -> str:
         return f"TenantDB({self.tenant!r})"
@@ -126,6 +131,7 @@ class TenantDB:
         """Close the connection (closing twice is harmless in sqlite3)."""
         with self.lock:
             self.conn.close()
+            self.closed = True
 
 
 def create_databases(folder: Path) -> None:
@@ -272,6 +278,51 @@ def lifecycle_act(
         )
 
 
+def leases_act(connect: Callable[[str], TenantDB]) -> None:
+    """Exclusive leases: never closed under the holder; idle slots reclaimed."""
+    with Pool(
+        connect,
+        name="leased",
+        max_open_resources=MAX_OPEN,
+        max_holders=1,  # exclusive: one request per connection at a time
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+    ) as pool:
+        with pool.lease("acme", timeout=20) as db:
+            # An operator releases acme while a request holds its connection.
+            # release() does not wait for holders (here the caller is one).
+            pool.release("acme")
+            retiring = pool.stats().retiring
+            [(count,)] = db.query("SELECT COUNT(*) FROM orders")
+            log.info("demo.held_through_release", tenant="acme", orders=count)
+            say(
+                f"release(acme) during a lease: {retiring} retiring, closed:"
+                f" {db.closed}; the holder's query still works: {count} orders"
+            )
+        closed = wait_until(lambda: db.closed, 10)
+        log.info("demo.checked_in", tenant="acme", closed=closed)
+        say(f"acme checked in: its retired connection is closed now: {closed}")
+
+        idle = ["globex", "initech", "umbrella"]
+        for tenant in idle:  # served and checked in: three idle connections
+            with pool.lease(tenant, timeout=20) as db:
+                db.query("SELECT COUNT(*) FROM orders")
+        started = time.monotonic()
+        with pool.lease("hooli", timeout=20) as db:  # the cap is reached
+            waited = time.monotonic() - started
+            [(count,)] = db.query("SELECT COUNT(*) FROM orders")
+        gone = [t for t in idle if not pool.contains(t)]
+        stats = pool.stats()
+        log.info("demo.reclaimed", tenant="hooli", gave_way=gone, waited_s=waited)
+        say(
+            f"hooli at the cap waited {waited:.2f} s, not max_idle_time:"
+            f" idle {', '.join(gone)} gave up its slot (reclaimed={stats.reclaimed})"
+        )
+        say(
+            f"lease pool: checkouts={stats.checkouts}, holders={stats.holders},"
+            f" retiring={stats.retiring}, drain_timeouts={stats.drain_timeouts}"
+        )
+
+
 def print_stats_table(snapshot: Stats) -> None:
     """The stats, gauges apart from counters, with a legend."""
     stats = snapshot.as_dict()
@@ -323,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print("Act 2: lifecycle policies")
             lifecycle_act(pool, connect)
-            # Act 3 goes here when leases arrive: exclusive checkouts that
-            # max_idle_time and release never close under their holder.
+            print("Act 3: leases of exclusive connections (a pool of their own)")
+            leases_act(connect)
             stats = pool.stats()
             print_stats_table(stats)
         print()

@@ -115,10 +115,12 @@ class Resource:
     holders: int = 0
     retired: bool = False  # out of service for good (callers re-check it)
     tokens: list[Any] = field(default_factory=list)  # shared: hit-path leases
+    leases: set[Lease[Any, Any]] = field(default_factory=set)  # out, as known
     home: list[Resource] | None = None  # exclusive: its key's idle list
     joiners: list[Caller] = field(default_factory=list)
     ops: list[_Op] = field(default_factory=list)
     last_used: float = 0.0
+    used_seq: int = 0  # orders uses noted at one `now` (least recently used)
     handed_out: bool = False  # a plain acquire() returned it: never reclaimed
     reason: str = ""  # why it was retired
     ping_seq: int = 0  # the sweep whose ping is outstanding, 0 if none
@@ -876,6 +878,9 @@ class PoolCore:
             holders=res.holders,
             drain_timeout=self.options.drain_timeout,
         )
+        # Closed under its holders: their leases are void now, so a late
+        # checkin answers False and `holders` stops counting them.
+        self._void_leases(res)
         self._close(now, res)
 
     def _on_lifetime(self, now: float, rid: int) -> None:
@@ -988,9 +993,11 @@ class PoolCore:
         self._seq += 1
         res.holders += 1
         self.n["checkouts"] += 1
-        return Lease(
+        lease = Lease(
             key, res.obj, pool=self.pool_id, rid=res.rid, lid=self._seq, handle=res
         )
+        res.leases.add(lease)
+        return lease
 
     def _give_back(self, now: float, lease: Lease[Any, Any], broken: bool) -> bool:
         """Check `lease` in as a `Checkin` message does; `False` if it was
@@ -1005,7 +1012,7 @@ class PoolCore:
             if lease in res.tokens:  # a hit-path lease
                 res.tokens.remove(lease)
             kind = BROKEN if broken else IN
-        self.notes(now, [(kind, res)])
+        self.notes(now, [(kind, res, lease)])
         return True
 
     def _back_in_service(self, res: Resource) -> None:
@@ -1051,14 +1058,14 @@ class PoolCore:
         """What callers did on the hit path (or at checkin) since the last notes.
 
         `(HIT, key, context)`: an `acquire()` got `key`'s open resource.
-        `(OUT, res, context)`: a checkout took `res` (exclusive: from its idle
-        list; shared: with a token in `res.tokens`).
-        `(IN, res)`: a lease of `res` was checked in (exclusive: `res` is back
-        in its idle list; shared: its token is gone).
-        `(HANDOVER, res)`: an exclusive lease was checked in, and `res` left
-        to the core (callers wait for it, or it retired).
-        `(BROKEN, res)`: a lease was checked in as broken (exclusive: `res`
-        left to the core).
+        `(OUT, res, context, lease)`: a checkout took `res` (exclusive: from
+        its idle list; shared: with a token in `res.tokens`).
+        `(IN, res, lease)`: a lease of `res` was checked in (exclusive: `res`
+        is back in its idle list; shared: its token is gone).
+        `(HANDOVER, res, lease)`: an exclusive lease was checked in, and `res`
+        left to the core (callers wait for it, or it retired).
+        `(BROKEN, res, lease)`: a lease was checked in as broken (exclusive:
+        `res` left to the core).
         `(BACK, res)`: a checkout found `res` retired and left it unused.
         `hits`: keys of `acquire()` hits noted without a context.
         """
@@ -1081,6 +1088,7 @@ class PoolCore:
                 n["acquires"] += 1
                 n["hits"] += 1
                 n["checkouts"] += 1
+                res.leases.add(note[3])
                 res.holders += 1
                 res.last_used = now
                 if self.debug:
@@ -1091,8 +1099,13 @@ class PoolCore:
                 if res.phase is Phase.RETIRING:
                     self._drained(now, res, owned=self._exclusive)
             else:  # a checkin: IN, HANDOVER or BROKEN
+                if note[2] not in res.leases:
+                    continue  # voided by a drain timeout: it counts no more
+                res.leases.discard(note[2])
                 res.holders -= 1
                 res.last_used = now
+                self._seq += 1
+                res.used_seq = self._seq
                 # Exclusive: the core has `res` unless it went back to its list.
                 owned = self._exclusive and kind != IN
                 if res.phase not in (Phase.OPEN, Phase.RETIRING):
@@ -1293,7 +1306,7 @@ class PoolCore:
 
     def _reclaim(self, now: float) -> None:
         """Close least recently used idle resources for callers waiting for a slot."""
-        wanted = sum(1 for item in self.slots if isinstance(item, Caller))
+        wanted = self._slots_wanted()
         taken: set[int] = set()  # exclusive ones a caller has (notes pending)
         while self._reclaiming < wanted:
             victim = None
@@ -1306,7 +1319,11 @@ class PoolCore:
                     and not res.handed_out
                     and not res.ping_seq
                     and res.rid not in taken
-                    and (victim is None or res.last_used < victim.last_used)
+                    and (
+                        victim is None
+                        or (res.last_used, res.used_seq)
+                        < (victim.last_used, victim.used_seq)
+                    )
                 ):
                     victim = res
             if victim is None:
@@ -1318,6 +1335,26 @@ class PoolCore:
             self._reclaiming += 1
             self._log("info", "pool.resource.reclaimed", victim.key, waiting=wanted)
             self._retire(now, victim, "reclaimed", owned=True)
+
+    def _slots_wanted(self) -> int:
+        """How many creations the callers waiting for a slot need.
+
+        Callers of one key share a creation as far as `max_holders` allows
+        (any number when shared), and a key gets at most `max_per_key`: two
+        callers of one new key must not reclaim two idle resources for one
+        creation.
+        """
+        callers: dict[Hashable, int] = {}
+        for item in self.slots:
+            if isinstance(item, Caller):
+                callers[item.key] = callers.get(item.key, 0) + 1
+        limit = self.options.max_holders
+        wanted = 0
+        for key, n in callers.items():
+            entry = self.keys.get(key)
+            room = self.options.max_per_key - (self._count(entry) if entry else 0)
+            wanted += max(0, min(room, 1 if limit is None else -(-n // limit)))
+        return wanted
 
     # --- a resource's life ----------------------------------------------------
 
@@ -1520,11 +1557,23 @@ class PoolCore:
             del self.resources[res.rid]
             for kind in list(res.timers):
                 self.timers.cancel(res.timers.pop(kind))
-            res.holders = 0
+            self._void_leases(res)
             res.replaces = []
             if res.global_held:
                 res.global_held = False
                 self.effects.append(ReturnSlot(res.rid))
+
+    def _void_leases(self, res: Resource) -> None:
+        """Void `res`'s leases: checking one in is a no-op answering `False`.
+
+        The core takes each lease's one-shot checkin claim itself; a lease
+        whose holder took it first is being checked in (its note is on the
+        way) and is left to that note.
+        """
+        for lease in list(res.leases):
+            if lease.claim_checkin():
+                res.leases.discard(lease)
+                res.holders -= 1
 
     def _timer(self, res: Resource, kind: str, when: float) -> None:
         handle = self.timers.add(when, kind, res.rid)

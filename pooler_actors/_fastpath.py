@@ -36,11 +36,16 @@ CPython (3.13t/3.14t), whose built-in containers lock internally:
    (`waiting`), the hit path neither takes from nor gives back to its idle
    list, so the core hands freed resources out in FIFO order. A caller that
    read `waiting` before a caller was queued arrived before it.
-6. A note is appended before `noted` is read; the supervisor clears `noted`
-   before it drains the notes. So every note is drained by the `Notes`
-   message in flight or by the one its own caller sends, and at most one
-   message per racing caller is queued: the mailbox stays bounded however
-   many hits there are. One caller's notes reach the core in its order.
+6. A note is appended before `noted` is read, and a caller that reads
+   `noted` false sets it and wakes the supervisor (a `Notes` message). While
+   `noted` is set the supervisor reads the notes at least every few
+   milliseconds and before each message it handles, so one caller's notes
+   reach the core before its later requests, in its order; it clears
+   `noted` only after a quiet period with no notes, and looks at the notes
+   once more before it sleeps. So no note is stranded, and at most one
+   wake-up per racing caller is queued: the mailbox stays bounded however
+   many hits there are. A note others wait on (a hand-over, a broken
+   checkin) always wakes the supervisor.
 7. Shared leases (`max_holders=None`): a caller appends its lease to
    `res.tokens`, then reads `retired`; the core sets `retired`, then reads
    `tokens`. One of them sees the other (the order of these operations is
@@ -69,9 +74,11 @@ Probe = Callable[[], bool]
 Wake = Callable[[], None]
 
 
-def _note(pub: Published, note: tuple[Any, ...], wake: Wake) -> None:
+def _note(
+    pub: Published, note: tuple[Any, ...], wake: Wake, *, urgent: bool = False
+) -> None:
     pub.notes.append(note)
-    if not pub.noted:  # rule 6: read after the append
+    if urgent or not pub.noted:  # rule 6: read after the append
         pub.noted = True
         wake()
 
@@ -128,10 +135,11 @@ def _take_idle(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
     except IndexError:
         return MISS
     if res.retired:  # rule 4
-        _note(pub, (BACK, res), wake)
+        _note(pub, (BACK, res), wake, urgent=True)
         return MISS
-    _note(pub, (OUT, res, context), wake)
-    return Lease(key, res.obj, pool=pub.pool_id, rid=res.rid, lid=0, handle=res)
+    lease = Lease(key, res.obj, pool=pub.pool_id, rid=res.rid, lid=0, handle=res)
+    _note(pub, (OUT, res, context, lease), wake)
+    return lease
 
 
 def _take_shared(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
@@ -143,9 +151,9 @@ def _take_shared(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any
     tokens.append(lease)  # rule 7: the token first...
     if res.retired:  # ...then the flag
         tokens.remove(lease)
-        _note(pub, (BACK, res), wake)
+        _note(pub, (BACK, res), wake, urgent=True)
         return MISS
-    _note(pub, (OUT, res, get_contextvars() if debug() else None), wake)
+    _note(pub, (OUT, res, get_contextvars() if debug() else None, lease), wake)
     return lease
 
 
@@ -163,24 +171,25 @@ def checkin(pub: Published, lease: Lease[Any, Any], broken: bool, wake: Wake) ->
     res: Any = lease.handle
     if pub.exclusive:
         if broken:
-            _note(pub, (BROKEN, res), wake)
+            _note(pub, (BROKEN, res, lease), wake, urgent=True)
         elif res.retired or lease.key in pub.waiting:  # rules 4 and 5
-            _note(pub, (HANDOVER, res), wake)
+            _note(pub, (HANDOVER, res, lease), wake, urgent=True)
         else:
             res.home.append(res)  # rule 3: idle again
-            _note(pub, (IN, res), wake)
+            _note(pub, (IN, res, lease), wake)
         return True
     try:  # noqa: SIM105 - contextlib.suppress costs more on this hot path
         res.tokens.remove(lease)  # a hit-path lease of a shared pool
     except ValueError:
         pass  # granted by the core: counted there
-    _note(pub, (BROKEN if broken else IN, res), wake)
+    # Urgent when callers wait: shared ones for the key, or for a slot.
+    urgent = broken or bool(pub.waiting)
+    _note(pub, (BROKEN if broken else IN, res, lease), wake, urgent=urgent)
     return True
 
 
 def drain(pub: Published) -> tuple[list[tuple[Any, ...]], list[Hashable]]:
-    """The notes and hits left so far (supervisor's side of rule 6)."""
-    pub.noted = False  # before draining: a note appended after is woken for
+    """The notes and hits left so far, for the supervisor (see rule 6)."""
     notes, hits = pub.notes, pub.hits
     return (
         [notes.popleft() for _ in range(len(notes))],

@@ -114,6 +114,16 @@ class PoolActor(pykka.ThreadingActor):
         """Start the actor (as pykka's `start`); returns its `PoolRef`."""
         return cast(PoolRef, super().start(*args, **kwargs))
 
+    # pykka's hooks for actor implementors: our mailbox and reply futures.
+
+    @staticmethod
+    def _create_actor_inbox() -> Mailbox:
+        return Mailbox()
+
+    @staticmethod
+    def _create_future() -> PoolFuture[Any]:
+        return PoolFuture()
+
 
 class Mailbox(queue.SimpleQueue[Envelope[Any]]):
     """The supervisor's inbox. Once closed, anything put in is answered at once.

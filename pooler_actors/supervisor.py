@@ -52,6 +52,7 @@ from pooler_actors.stats import Stats
 __all__ = ["PoolRef", "PoolSupervisor"]
 
 _MAX_WAIT = 3600.0  # longest single mailbox wait: any deadline, however far, fits
+_POLL = 0.005  # how often notes are read while callers leave them
 Handler = Callable[[float, Any, Any], None]
 
 
@@ -122,7 +123,7 @@ class PoolSupervisor(PoolActor):
             Unwatch: lambda t, m, r: self._watch(m.watcher, r, add=False),
             im.Withdraw: lambda t, m, r: c.give_up(t, m.future.cid),
             im.HealthTick: lambda t, m, r: c.health_check(t),
-            im.Notes: self._notes,
+            im.Notes: lambda t, m, r: None,  # a wake-up: the loop reads the notes
             im.Resume: lambda t, m, r: c.resume(t),
             im.Ready: lambda t, m, r: c.ready(t, m.rid, m.attempt, m.resource),
             im.Failed: lambda t, m, r: c.failed(t, m.rid, m.attempt, m.error),
@@ -158,14 +159,6 @@ class PoolSupervisor(PoolActor):
 
     # --- the actor runtime: pykka's hooks for actor implementors -----------
 
-    @staticmethod
-    def _create_actor_inbox() -> Mailbox:
-        return Mailbox()
-
-    @staticmethod
-    def _create_future() -> PoolFuture[Any]:
-        return PoolFuture()
-
     def _start_actor_loop(self) -> None:
         ref = cast(PoolRef, self.actor_ref)
         live_pools.add(ref)
@@ -175,22 +168,28 @@ class PoolSupervisor(PoolActor):
         ref.thread.start()
 
     def _run(self) -> None:
-        """Receive messages until stopped, feeding due timers to the core."""
+        """Receive messages until stopped, feeding notes and due timers first."""
         self._step(self._core.start)
         inbox = cast(Mailbox, self.actor_inbox)
+        pub = self._core.published
         while not self.actor_stopped.is_set():
-            deadline = self._core.next_deadline()
-            try:
-                if deadline is None:
-                    envelope = inbox.get()
-                else:
-                    delay = deadline - monotonic()
-                    if delay <= 0:
-                        self._step(self._core.advance)
-                        continue
-                    envelope = inbox.get(timeout=min(delay, _MAX_WAIT))
-            except queue.Empty:
+            if pub.notes or pub.hits:
+                self._step(self._notes)
+            deadline, now = self._core.next_deadline(), monotonic()
+            if deadline is not None and deadline <= now:
+                self._step(self._core.advance)
                 continue
+            wait = _MAX_WAIT if deadline is None else min(deadline - now, _MAX_WAIT)
+            if pub.noted:  # while callers are active, look at notes every _POLL
+                wait = min(wait, _POLL)
+            try:
+                envelope = inbox.get(timeout=wait)
+            except queue.Empty:
+                if pub.noted and not (pub.notes or pub.hits):
+                    pub.noted = False  # quiet: the next note wakes us (rule 6)
+                continue
+            if pub.notes or pub.hits:  # a caller's notes precede its messages
+                self._step(self._notes)
             self._dispatch(envelope.message, cast(Any, envelope.reply_to))
 
     def _dispatch(self, message: Any, reply: PoolFuture[Any] | None) -> None:
@@ -253,7 +252,7 @@ class PoolSupervisor(PoolActor):
         if reply is not None:
             reply.try_set(None)
 
-    def _notes(self, now: float, _msg: object, _reply: object) -> None:
+    def _notes(self, now: float) -> None:
         self._core.debug = self._events.debug_known()  # only what is logged
         self._core.notes(now, *fastpath.drain(self._core.published))
         self._core.debug = True

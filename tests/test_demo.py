@@ -88,6 +88,21 @@ def test_demo_tells_the_story(demo: subprocess.CompletedProcess[str]) -> None:
     assert story(out, "max_lifetime=").endswith("renewed: True, lifetime_expired=1")
 
 
+def test_demo_tells_the_lease_act(demo: subprocess.CompletedProcess[str]) -> None:
+    out = demo.stdout
+    held = story(out, "release(acme) during a lease")
+    # Retired, not closed: the holder's query ran on it after the release.
+    assert "1 retiring, closed: False" in held
+    orders = re.search(r"query still works: (\d+) orders", held)
+    assert orders and int(orders[1]) > 0
+    assert story(out, "acme checked in").endswith("closed now: True")
+    # globex was checked in first of the three idle tenants: the LRU one.
+    reclaim = story(out, "hooli at the cap")
+    assert reclaim.endswith("idle globex gave up its slot (reclaimed=1)")
+    summary = story(out, "lease pool:")
+    assert summary.endswith("checkouts=5, holders=0, retiring=0, drain_timeouts=0")
+
+
 def test_demo_prints_every_stats_field_with_a_legend(
     demo: subprocess.CompletedProcess[str],
 ) -> None:
@@ -135,8 +150,11 @@ def test_verbose_creates_connections(verbose: subprocess.CompletedProcess[str]) 
 def test_verbose_callers_queue_and_are_granted(
     verbose: subprocess.CompletedProcess[str],
 ) -> None:
-    queued = events(verbose.stderr, "pool.acquire.queued")
-    granted = events(verbose.stderr, "pool.acquire.granted")
+    def of_clients(name: str) -> list[str]:  # Act 1's pool
+        return [e for e in events(verbose.stderr, name) if "pool=tenants" in e]
+
+    queued = of_clients("pool.acquire.queued")
+    granted = of_clients("pool.acquire.granted")
     assert queued
     assert granted
     # The callers' bound context travels with their Acquire.
@@ -172,3 +190,40 @@ def test_verbose_shows_the_lifecycle_policies(
     renewed = events(err, "demo.lifetime_renewed")
     assert renewed and "fresh=True" in renewed[0]
     assert "lifetime_expired=1" in renewed[0]
+
+
+def test_verbose_a_held_connection_is_retired_then_closed(
+    verbose: subprocess.CompletedProcess[str],
+) -> None:
+    lines = [
+        line
+        for line in verbose.stderr.splitlines()
+        if "pool=leased" in line or "] demo." in line
+    ]
+
+    def first(name: str, *fields: str) -> int:
+        return next(
+            n
+            for n, line in enumerate(lines)
+            if f"] {name} " in line and all(f in line for f in fields)
+        )
+
+    retired = first("pool.resource.retired", "key=acme", "reason=released")
+    assert "holders=1" in lines[retired]
+    query = first("demo.held_through_release")
+    drained = first("pool.resource.drained", "key=acme")
+    closed = first("pool.resource.closed", "key=acme")
+    # Never closed under its holder: retired, the holder's query, the
+    # checkin (drained), then the close.
+    assert retired < query < drained < closed
+
+
+def test_verbose_a_waiter_reclaims_the_idle_slot(
+    verbose: subprocess.CompletedProcess[str],
+) -> None:
+    (reclaimed,) = events(verbose.stderr, "pool.resource.reclaimed")
+    assert "key=globex" in reclaimed and "pool=leased" in reclaimed
+    assert any(
+        "key=globex" in line and "reason=reclaimed" in line
+        for line in events(verbose.stderr, "pool.resource.closed")
+    )

@@ -18,6 +18,7 @@ PAGES = [
     "index.md",
     "getting-started.md",
     "concepts.md",
+    "leases.md",
     "from-go.md",
     "guides/tenant-databases.md",
     "guides/asyncio.md",
