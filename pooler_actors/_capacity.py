@@ -23,13 +23,13 @@ from __future__ import annotations
 import math
 import threading
 import time
+import traceback
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-import structlog
-
+from pooler_actors._events import Events
 from pooler_actors.errors import CapacityUnavailable
 
 __all__ = ["CapacityDriver", "GlobalCapacity", "OnUnavailable"]
@@ -181,6 +181,7 @@ class CapacityDriver:
         on_granted: Callable[[int, bool], None],
         on_unavailable: Callable[[int, BaseException], None],
         on_lost: Callable[[int], None],
+        events: Any = None,
     ) -> None:
         ttl = capacity.lease_ttl
         if not (isinstance(ttl, int | float) and math.isfinite(ttl) and ttl > 0):
@@ -221,7 +222,8 @@ class CapacityDriver:
         self._releases: dict[str, float] = {}
         self._closing = False
         self._thread: threading.Thread | None = None
-        self._log = structlog.get_logger("pooler_actors.capacity")
+        # The pool's own emitter: quiet by default like every pool event.
+        self._log = events if events is not None else Events(pool_name)
 
     # -- the pool's side: never blocks --------------------------------------
 
@@ -331,8 +333,8 @@ class CapacityDriver:
         try:
             callback(*args)
         except Exception:
-            self._log.exception(
-                "pool.global.callback_failed", pool=self.pool_name, args=args
+            self._log.error(
+                "pool.global.callback_failed", error=traceback.format_exc(), args=args
             )
 
     def _unavailable(self, error: BaseException) -> CapacityUnavailable:
@@ -514,7 +516,7 @@ class CapacityDriver:
                     woken = True
                     time.sleep(slice_)
         except BaseException:
-            self._log.exception("pool.global.driver_failed", pool=self.pool_name)
+            self._log.error("pool.global.driver_failed", error=traceback.format_exc())
             raise
         finally:
             self._shut_down()
@@ -538,11 +540,9 @@ class CapacityDriver:
                 cap.cancel(cancel)
         except Exception as exc:
             # Unreachable: the leases end on their own within lease_ttl.
-            self._log.warning(
-                "pool.global.close_incomplete", pool=self.pool_name, error=repr(exc)
-            )
+            self._log.warning("pool.global.close_incomplete", error=repr(exc))
         try:
             cap.close()
         except Exception:
-            self._log.exception("pool.global.close_failed", pool=self.pool_name)
+            self._log.error("pool.global.close_failed", error=traceback.format_exc())
         self._unbind()

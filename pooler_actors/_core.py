@@ -1009,8 +1009,10 @@ class PoolCore:
         if self._exclusive:  # the caller had it in hand: now the core has
             kind = BROKEN if broken else HANDOVER
         else:
-            if lease in res.tokens:  # a hit-path lease
-                res.tokens.remove(lease)
+            try:  # noqa: SIM105 - as _fastpath.checkin: one atomic step
+                res.tokens.remove(lease)  # a hit-path lease
+            except ValueError:
+                pass
             kind = BROKEN if broken else IN
         self.notes(now, [(kind, res, lease)])
         return True

@@ -106,6 +106,7 @@ class PoolSupervisor(PoolActor):
                 on_granted=lambda rid, held: tell(im.GlobalGranted(rid, held)),
                 on_unavailable=lambda rid, e: tell(im.GlobalUnavailable(rid, e)),
                 on_lost=lambda rid: tell(im.GlobalLost(rid)),
+                events=self._events,
             )
         cid = self._cid
         self._on_message: dict[type, Handler] = {
