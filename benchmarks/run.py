@@ -86,7 +86,7 @@ def print_table(rows: list[Row]) -> None:
     for r in rows:
         verdict = ""
         if "target" in r:
-            verdict = f"  target {r['target']}: {'OK' if r['ok'] else 'MISSED'}"
+            verdict = f"  target {r['target']}: {'✔' if r['ok'] else '✘ MISSED'}"
             if r.get("reference"):
                 verdict += " [design not in use]"
         note = f"  ({r['note']})" if r.get("note") else ""

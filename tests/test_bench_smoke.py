@@ -26,6 +26,10 @@ def test_bench_quick_prints_the_table() -> None:
         "scale.executor.rss_per_resource_kib",
         "scale.thread.hit_p99_sweep_vs_idle",
         "scale.thread_vs_executor.open_time",
+        "fast.hit_vs_lock_dict",
+        "fast.exclusive_lease_vs_gcp",
+        "fast.storm.max_mailbox_depth",
     ):
         assert name in out, f"{name} missing from:\n{out}"
     assert "targets hold" in out
+    assert "✔" in out  # each target says whether it holds
