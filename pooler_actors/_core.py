@@ -931,8 +931,12 @@ class PoolCore:
         them (`pop`), so the core and the hit path never both get one.
         """
         if hold and self._exclusive:
-            while entry.idle:
-                res = entry.idle.pop()
+            idle = entry.idle
+            while idle:
+                try:
+                    res = idle.pop()
+                except IndexError:  # a caller took the last one after `while`
+                    return None
                 if not res.retired:
                     return res
                 self._own_retired(now, res)  # published before it retired

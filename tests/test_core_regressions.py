@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pooler_actors import _effects as fx
+from pooler_actors import _fastpath as fastpath
 from pooler_actors._core import PoolCore
 from pooler_actors._timers import Timers
 from pooler_actors.lease import Lease
@@ -212,3 +213,52 @@ def test_a_finished_health_check_leaves_no_ping_timer() -> None:
     core.closed(5.0, start.rid, start.attempt, None)
     assert any(isinstance(e, fx.Stopped) for e in core.effects)
     assert len(core.timers) == 0
+
+
+# --- the hit path (issue 12) --------------------------------------------------
+
+
+def _wake() -> None:
+    """The hit path's wake: the tests feed the notes to the core themselves."""
+
+
+def _no_debug() -> bool:
+    return False
+
+
+def _open_exclusive(core: PoolCore, key: str, cid: int) -> Lease[Any, Any]:
+    """A checkout that creates `key`'s resource: its lease."""
+    core.acquire(0.0, cid, key, None, {}, hold=True)
+    (start,) = _take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    (reply,) = _take(core, fx.Reply)
+    lease: Lease[Any, Any] = reply.value
+    return lease
+
+
+def test_the_core_taking_from_an_idle_list_a_caller_empties_meanwhile() -> None:
+    """Simulation seed 1, step 694: the core saw an idle list non-empty
+    (`while entry.idle`), a caller's thread popped its last resource, and the
+    core's own `pop` raised `IndexError`: the supervisor failed."""
+    core = _core(max_open_resources=1, max_holders=1)
+    lease = _open_exclusive(core, "k", 1)
+    assert fastpath.checkin(core.published, lease, False, _wake)
+    core.notes(1.0, fastpath.drain(core.published))
+    entry = core.keys["k"]
+    caller_took: list[Any] = []
+
+    class Raced(list[Any]):
+        """The idle list, emptied by a caller between the core's look and pop."""
+
+        def pop(self, index: Any = -1) -> Any:
+            caller_took.append(list.pop(self))  # the caller's `pop`, first
+            return list.pop(self, index)
+
+    raced = Raced(entry.idle)
+    entry.idle = core.published.idle["k"] = raced
+    for res in entry.resources:
+        res.home = raced
+    core.acquire(2.0, 2, "k", None, {}, hold=True)  # raised IndexError
+    assert caller_took  # the race happened: the caller has the resource
+    assert _take(core, fx.Reply) == []
+    assert core.snapshot().wait_count == 1  # the checkout waits for it
