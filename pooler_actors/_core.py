@@ -321,7 +321,10 @@ class PoolCore:
             self.effects.append(Fail(cid, PoolClosedError(self.name)))
             return
         entry = self.keys.get(key)
-        if entry is not None:
+        # Callers queued for the key come first (FIFO per key): a checkin note
+        # not read yet may have put a resource back in the idle list they wait
+        # for (exclusive), and it is theirs once the note is read.
+        if entry is not None and not entry.waiters:
             res = self._best_open(now, entry, hold)
             if res is not None:  # answered at once
                 n["hits"] += 1

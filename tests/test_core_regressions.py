@@ -12,7 +12,7 @@ from typing import Any
 
 from pooler_actors import _effects as fx
 from pooler_actors import _fastpath as fastpath
-from pooler_actors._core import PoolCore
+from pooler_actors._core import IN, PoolCore, Resource
 from pooler_actors._timers import Timers
 from pooler_actors.lease import Lease
 from pooler_actors.options import PoolOptions
@@ -262,3 +262,27 @@ def test_the_core_taking_from_an_idle_list_a_caller_empties_meanwhile() -> None:
     assert caller_took  # the race happened: the caller has the resource
     assert _take(core, fx.Reply) == []
     assert core.snapshot().wait_count == 1  # the checkout waits for it
+
+
+def test_a_checkout_does_not_pass_a_caller_queued_for_the_idle_list() -> None:
+    """Simulation seed 3, step 325 (SPEC 8: FIFO per key for a holder place):
+    a hit-path checkin read `waiting` before caller 2 was queued, then put the
+    resource back in the idle list; its note not read yet, a later checkout
+    (caller 3) took the resource from the idle list ahead of caller 2."""
+    core = _core(max_open_resources=1, max_holders=1)
+    lease = _open_exclusive(core, "k", 1)
+    core.acquire(1.0, 2, "k", None, {}, hold=True)  # nothing idle: queued
+    assert core.snapshot().wait_count == 1
+    # The checkin, past its `waiting` check (it looked before caller 2 came):
+    res = lease.handle
+    assert isinstance(res, Resource)
+    assert lease.claim_checkin()
+    assert res.home is not None
+    res.home.append(res)
+    core.published.notes.append((IN, res))
+    core.acquire(2.0, 3, "k", None, {}, hold=True)  # was granted at once
+    assert _take(core, fx.Reply) == []
+    core.notes(3.0, fastpath.drain(core.published))  # the checkin's note
+    (grant,) = _take(core, fx.Reply)
+    assert grant.cid == 2
+    assert core.callers.keys() == {3}
