@@ -700,6 +700,9 @@ class PoolCore:
             if self._exclusive:  # the core had it for the ping: idle again
                 assert res.home is not None
                 res.home.append(res)
+                # Its idle timer may have fired during the ping, unable to
+                # claim it (see `_on_idle`): armed again unless still armed.
+                self._arm_idle(res)
             self._dirty[res.key] = None
         self._sweep_done(now, rid)
         self._pump(now)

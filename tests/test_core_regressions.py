@@ -286,3 +286,22 @@ def test_a_checkout_does_not_pass_a_caller_queued_for_the_idle_list() -> None:
     (grant,) = _take(core, fx.Reply)
     assert grant.cid == 2
     assert core.callers.keys() == {3}
+
+
+def test_an_idle_timer_that_fires_during_a_ping_is_armed_again() -> None:
+    """Simulation seed 9, step 1899 (SPEC 8: idle means no holders;
+    `max_idle_time` counts from the last checkin): an exclusive resource's
+    idle timer fired while the core had it for a ping, could not claim it and
+    was not armed again: the resource never expired."""
+    core = _core(max_open_resources=2, max_holders=1, max_idle_time=1.0)
+    lease = _open_exclusive(core, "k", 1)
+    core.checkin(0.0, 2, lease, broken=False)
+    core.effects.clear()
+    core.health_check(0.5)
+    (ping,) = _take(core, fx.Ping)
+    core.advance(1.0)  # the idle timer fires: the core has it for the ping
+    core.ping_result(1.5, ping.rid, ping.seq, None)
+    assert core.next_deadline() == 1.0  # armed again (from its last use)
+    core.advance(1.5)
+    assert [c.rid for c in _take(core, fx.Close)] == [ping.rid]
+    assert core.n["idle_expired"] == 1
