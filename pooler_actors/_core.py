@@ -119,7 +119,7 @@ class Resource:
     joiners: list[Caller] = field(default_factory=list)
     ops: list[_Op] = field(default_factory=list)
     last_used: float = 0.0
-    handed_out: bool = False  # a plain acquire() returned it: never reclaimed
+    handed_out: bool = False  # a plain acquire() got it: never reclaimed
     reason: str = ""  # why it was retired
     ping_seq: int = 0  # the sweep whose ping is outstanding, 0 if none
     attempts: int = 0  # factory retries so far
@@ -1044,6 +1044,21 @@ class PoolCore:
             return False
         return True
 
+    def _hide(self, res: Resource) -> bool:
+        """Shared: take `res` out of `view` before reclaiming it; `False` (and
+        published again) if a plain `acquire()` got it meanwhile.
+
+        A hit's note may not be read yet: a caller's first hit on a resource
+        marks `handed_out`, then reads `view` again (see `_fastpath.hit`); the
+        core takes it out of `view`, then reads `handed_out`. One of them sees
+        the other: the caller asks instead, or the core keeps it.
+        """
+        self.published.view.pop(res.key, None)
+        if res.handed_out:
+            self._publish_view(self.keys[res.key])
+            return False
+        return True
+
     def _own_retired(self, now: float, res: Resource) -> None:
         """The core got retired `res` from an idle list: nobody else can now."""
         if res.phase is Phase.RETIRING:
@@ -1311,6 +1326,9 @@ class PoolCore:
             if victim is None:
                 return
             if self._exclusive and not self._claim(victim):
+                taken.add(victim.rid)
+                continue
+            if self._shared and not self._hide(victim):
                 taken.add(victim.rid)
                 continue
             self.n["reclaimed"] += 1

@@ -22,6 +22,11 @@ CPython (3.13t/3.14t), whose built-in containers lock internally:
    then looks finds the new state.
 2. `view[key]` holds an open, in-service resource. A caller that reads it got
    the resource at that instant, as if its `Acquire` had been served then.
+   A resource a plain `acquire()` got is never reclaimed, though its note may
+   not be read yet: a caller's first hit on it sets `res.handed_out`, then
+   reads `view[key]` again; a reclaim takes it out of `view`, then reads
+   `handed_out` (the order of rule 7). Either the reclaim keeps it, or the
+   caller finds it gone and asks.
 3. An idle exclusive resource is in exactly one place: its key's idle list,
    a caller's hands, or the core's hands. `pop` and `remove` decide races:
    whoever takes it from the list has it. The core closes, pings, reclaims
@@ -90,6 +95,10 @@ def hit(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
         res = pub.view[key]
     except (KeyError, TypeError):  # not open, or unhashable (asking says so)
         return MISS
+    if not res.handed_out:  # rule 2: the mark first, then look again
+        res.handed_out = True
+        if pub.view.get(key) is not res:
+            return MISS
     _note(pub, (HIT, key, _context(debug)), wake)
     return res.obj
 

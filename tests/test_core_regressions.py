@@ -305,3 +305,81 @@ def test_an_idle_timer_that_fires_during_a_ping_is_armed_again() -> None:
     core.advance(1.5)
     assert [c.rid for c in _take(core, fx.Close)] == [ping.rid]
     assert core.n["idle_expired"] == 1
+
+
+def _reclaim_setup() -> tuple[PoolCore, Any]:
+    """A shared pool at its cap, its one resource prewarmed (never handed out)."""
+    core = _core(max_open_resources=1, reclaim_idle=True)
+    core.prewarm(0.0, 1, ["a"])
+    (start,) = _take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    core.effects.clear()
+    return core, core.keys["a"].resources[0]
+
+
+def test_a_resource_a_hit_returned_is_not_reclaimed_before_its_note() -> None:
+    """Simulation seed 939, step 158 (SPEC 8: a resource that a plain
+    `acquire()` returned is never reclaimed): a hit returned it; before its
+    note was read, a caller waiting for a slot had it reclaimed."""
+    core, res = _reclaim_setup()
+    got = fastpath.hit(core.published, "a", _no_debug, _wake)
+    assert got is res.obj
+    core.acquire(1.0, 2, "b", None, {})  # at the cap: waits for a slot
+    assert _take(core, fx.Close) == []
+    assert core.n["reclaimed"] == 0
+    assert core.snapshot().wait_count == 1
+
+
+def test_a_hit_racing_a_reclaim_asks_instead() -> None:
+    """The same race the other way round: the caller read `view`, then the
+    core reclaimed the resource, then the caller marked it: it finds the
+    resource gone from `view` and asks the supervisor (`MISS`)."""
+    core, res = _reclaim_setup()
+
+    class Raced(dict[Any, Any]):
+        """`view`, where the reclaim happens right after the caller's read."""
+
+        def __getitem__(self, key: Any) -> Any:
+            value = dict.__getitem__(self, key)
+            core.acquire(1.0, 2, "b", None, {})  # a reclaim, meanwhile
+            return value
+
+    core.published.view = Raced(core.published.view)
+    assert fastpath.hit(core.published, "a", _no_debug, _wake) is fastpath.MISS
+    assert [c.rid for c in _take(core, fx.Close)] == [res.rid]
+
+
+def test_a_hit_after_the_reclaim_chose_its_victim_keeps_it() -> None:
+    """The window between the reclaim's choice (it read `handed_out` false)
+    and its taking the resource out of `view`: a caller's whole hit runs
+    there. The core reads `handed_out` again once the resource is out of
+    `view`, finds the caller's mark and keeps the resource. (The simulation
+    seldom finds this half of the race: not in seeds 0-2999 with the core's
+    half alone reverted; with both halves reverted, at seed 939.)"""
+    core, res = _reclaim_setup()
+    got: list[Any] = []
+    plain = Resource.handed_out
+
+    class Watched(Resource):
+        """The resource, its first `handed_out` read by the core raced."""
+
+        __slots__ = ()
+
+        @property  # type: ignore[override]
+        def handed_out(self) -> bool:
+            value: bool = plain.__get__(self)
+            if not got:  # the core's read, then the caller's hit
+                got.append(None)
+                got.append(fastpath.hit(core.published, "a", _no_debug, _wake))
+            return value
+
+        @handed_out.setter
+        def handed_out(self, value: bool) -> None:
+            plain.__set__(self, value)
+
+    res.__class__ = Watched
+    core.acquire(1.0, 2, "b", None, {})  # at the cap: a reclaim
+    assert got[1] is res.obj  # the hit ran inside the reclaim, and got it
+    assert _take(core, fx.Close) == []
+    assert core.n["reclaimed"] == 0
+    assert core.published.view["a"] is res  # published again
