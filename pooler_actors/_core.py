@@ -1012,8 +1012,17 @@ class PoolCore:
             if lease in res.tokens:  # a hit-path lease
                 res.tokens.remove(lease)
             kind = BROKEN if broken else IN
-        self.notes(now, [(kind, res)])
+        # The notes left so far come first, the lease's own OUT among them: a
+        # `Notes` message may still be on its way (rule 6 of `_fastpath`).
+        self.notes(now, [*self._drain_notes(), (kind, res)])
         return True
+
+    def _drain_notes(self) -> list[tuple[Any, ...]]:
+        """The notes left so far. `noted` stays as it is: the `Notes` message
+        it announces still comes (and finds fewer notes); clearing it would
+        let callers send more while that one is queued."""
+        notes = self.published.notes
+        return [notes.popleft() for _ in range(len(notes))]
 
     def _back_in_service(self, res: Resource) -> None:
         """A holder place of `res` freed: publish it if idle, serve waiters."""

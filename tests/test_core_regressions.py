@@ -383,3 +383,28 @@ def test_a_hit_after_the_reclaim_chose_its_victim_keeps_it() -> None:
     assert _take(core, fx.Close) == []
     assert core.n["reclaimed"] == 0
     assert core.published.view["a"] is res  # published again
+
+
+def test_a_checkin_message_comes_after_its_leases_checkout_note() -> None:
+    """Simulation seed 430, step 1686 (SPEC 8: never closed under a holder): a
+    hit-path checkout left its note, a `Notes` message another caller was
+    about to send on its way; the holder then checked in by message, which
+    the core read first: it counted one holder less than there were and
+    closed the retiring resource under the other holder."""
+    core = _core(max_open_resources=1)
+    core.prewarm(0.0, 1, ["k"])
+    (start,) = _take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    core.effects.clear()
+    core.acquire(0.0, 2, "k", None, {}, hold=True)
+    (first,) = _take(core, fx.Reply)  # a lease by message: counted at once
+    core.published.noted = True  # another caller's `Notes` is on its way
+    second = fastpath.checkout(core.published, "k", _no_debug, _wake)
+    assert isinstance(second, Lease)  # its OUT note is not read yet
+    core.release(1.0, 3, "k")  # retired, with two holders
+    core.effects.clear()
+    core.checkin(2.0, 4, second, broken=False)  # by message, before the note
+    assert _take(core, fx.Close) == []
+    assert core.snapshot().holders == 1
+    core.checkin(3.0, 5, first.value, broken=False)
+    assert [c.rid for c in _take(core, fx.Close)] == [start.rid]
