@@ -121,7 +121,7 @@ class Resource:
     ops: list[_Op] = field(default_factory=list)
     last_used: float = 0.0
     used_seq: int = 0  # orders uses noted at one `now` (least recently used)
-    handed_out: bool = False  # a plain acquire() returned it: never reclaimed
+    handed_out: bool = False  # a plain acquire() got it: never reclaimed
     reason: str = ""  # why it was retired
     ping_seq: int = 0  # the sweep whose ping is outstanding, 0 if none
     attempts: int = 0  # factory retries so far
@@ -326,7 +326,10 @@ class PoolCore:
             self.effects.append(Fail(cid, PoolClosedError(self.name)))
             return
         entry = self.keys.get(key)
-        if entry is not None:
+        # Callers queued for the key come first (FIFO per key): a checkin note
+        # not read yet may have put a resource back in the idle list they wait
+        # for (exclusive), and it is theirs once the note is read.
+        if entry is not None and not entry.waiters:
             res = self._best_open(now, entry, hold)
             if res is not None:  # answered at once
                 n["hits"] += 1
@@ -702,6 +705,9 @@ class PoolCore:
             if self._exclusive:  # the core had it for the ping: idle again
                 assert res.home is not None
                 res.home.append(res)
+                # Its idle timer may have fired during the ping, unable to
+                # claim it (see `_on_idle`): armed again unless still armed.
+                self._arm_idle(res)
             self._dirty[res.key] = None
         self._sweep_done(now, rid)
         self._pump(now)
@@ -939,8 +945,12 @@ class PoolCore:
         them (`pop`), so the core and the hit path never both get one.
         """
         if hold and self._exclusive:
-            while entry.idle:
-                res = entry.idle.pop()
+            idle = entry.idle
+            while idle:
+                try:
+                    res = idle.pop()
+                except IndexError:  # a caller took the last one after `while`
+                    return None
                 if not res.retired:
                     return res
                 self._own_retired(now, res)  # published before it retired
@@ -1014,8 +1024,20 @@ class PoolCore:
             except ValueError:
                 pass
             kind = BROKEN if broken else IN
-        self.notes(now, [(kind, res, lease)])
+        # The notes left so far come first, the lease's own OUT among them: a
+        # `Notes` message may still be on its way (rule 6 of `_fastpath`).
+        notes, hits = self._drain_notes()
+        self.notes(now, [*notes, (kind, res, lease)], hits)
         return True
+
+    def _drain_notes(self) -> tuple[list[tuple[Any, ...]], list[Hashable]]:
+        """The notes and hits left so far. `noted` stays as it is: the
+        supervisor clears it only when callers are quiet (rule 6)."""
+        notes, hits = self.published.notes, self.published.hits
+        return (
+            [notes.popleft() for _ in range(len(notes))],
+            [hits.popleft() for _ in range(len(hits))],
+        )
 
     def _back_in_service(self, res: Resource) -> None:
         """A holder place of `res` freed: publish it if idle, serve waiters."""
@@ -1043,6 +1065,21 @@ class PoolCore:
             assert res.home is not None
             res.home.remove(res)
         except ValueError:
+            return False
+        return True
+
+    def _hide(self, res: Resource) -> bool:
+        """Shared: take `res` out of `view` before reclaiming it; `False` (and
+        published again) if a plain `acquire()` got it meanwhile.
+
+        A hit's note may not be read yet: a caller's first hit on a resource
+        marks `handed_out`, then reads `view` again (see `_fastpath.hit`); the
+        core takes it out of `view`, then reads `handed_out`. One of them sees
+        the other: the caller asks instead, or the core keeps it.
+        """
+        self.published.view.pop(res.key, None)
+        if res.handed_out:
+            self._publish_view(self.keys[res.key])
             return False
         return True
 
@@ -1331,6 +1368,9 @@ class PoolCore:
             if victim is None:
                 return
             if self._exclusive and not self._claim(victim):
+                taken.add(victim.rid)
+                continue
+            if self._shared and not self._hide(victim):
                 taken.add(victim.rid)
                 continue
             self.n["reclaimed"] += 1

@@ -22,6 +22,11 @@ CPython (3.13t/3.14t), whose built-in containers lock internally:
    then looks finds the new state.
 2. `view[key]` holds an open, in-service resource. A caller that reads it got
    the resource at that instant, as if its `Acquire` had been served then.
+   A resource a plain `acquire()` got is never reclaimed, though its note may
+   not be read yet: a caller's first hit on it sets `res.handed_out`, then
+   reads `view[key]` again; a reclaim takes it out of `view`, then reads
+   `handed_out` (the order of rule 7). Either the reclaim keeps it, or the
+   caller finds it gone and asks.
 3. An idle exclusive resource is in exactly one place: its key's idle list,
    a caller's hands, or the core's hands. `pop` and `remove` decide races:
    whoever takes it from the list has it. The core closes, pings, reclaims
@@ -37,15 +42,13 @@ CPython (3.13t/3.14t), whose built-in containers lock internally:
    list, so the core hands freed resources out in FIFO order. A caller that
    read `waiting` before a caller was queued arrived before it.
 6. A note is appended before `noted` is read, and a caller that reads
-   `noted` false sets it and wakes the supervisor (a `Notes` message). While
-   `noted` is set the supervisor reads the notes at least every few
-   milliseconds and before each message it handles, so one caller's notes
-   reach the core before its later requests, in its order; it clears
-   `noted` only after a quiet period with no notes, and looks at the notes
-   once more before it sleeps. So no note is stranded, and at most one
-   wake-up per racing caller is queued: the mailbox stays bounded however
-   many hits there are. A note others wait on (a hand-over, a broken
-   checkin) always wakes the supervisor.
+   `noted` false sets it and wakes the supervisor (a `Notes` message); the
+   supervisor clears `noted` before it drains the notes. So every note is
+   drained by the `Notes` message in flight or by the one its own caller
+   sends, and at most one message per racing caller is queued: the mailbox
+   stays bounded however many hits there are. The supervisor also reads the
+   notes before each message it handles, so one caller's notes reach the
+   core before its later requests, in its order.
 7. Shared leases (`max_holders=None`): a caller appends its lease to
    `res.tokens`, then reads `retired`; the core sets `retired`, then reads
    `tokens`. One of them sees the other (the order of these operations is
@@ -74,21 +77,16 @@ Probe = Callable[[], bool]
 Wake = Callable[[], None]
 
 
-def _note(
-    pub: Published, note: tuple[Any, ...], wake: Wake, *, urgent: bool = False
-) -> None:
+def _note(pub: Published, note: tuple[Any, ...], wake: Wake) -> None:
     pub.notes.append(note)
-    if urgent or not pub.noted:  # rule 6: read after the append
+    if not pub.noted:  # rule 6: read after the append
         pub.noted = True
         wake()
 
 
-def _context(debug: Probe) -> dict[str, Any] | Any | None:
-    """The caller's context for a debug event; `MISS` if debug is unknown."""
-    on = debug()
-    if on is None:
-        return MISS  # logging was reconfigured: let the supervisor probe it
-    return get_contextvars() if on else None
+def _context(debug: Probe) -> dict[str, Any] | None:
+    """The caller's context, for the debug event (only when debug is on)."""
+    return get_contextvars() if debug() else None
 
 
 def hit(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
@@ -100,6 +98,10 @@ def hit(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
         res = pub.view[key]
     except (KeyError, TypeError):  # not open, or unhashable (asking says so)
         return MISS
+    if not res.handed_out:  # rule 2: the mark first, then look again
+        res.handed_out = True
+        if pub.view.get(key) is not res:
+            return MISS
     if debug():
         pub.notes.append((HIT, key, get_contextvars()))
     else:
@@ -135,7 +137,7 @@ def _take_idle(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
     except IndexError:
         return MISS
     if res.retired:  # rule 4
-        _note(pub, (BACK, res), wake, urgent=True)
+        _note(pub, (BACK, res), wake)
         return MISS
     lease = Lease(key, res.obj, pool=pub.pool_id, rid=res.rid, lid=0, handle=res)
     _note(pub, (OUT, res, context, lease), wake)
@@ -151,7 +153,7 @@ def _take_shared(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any
     tokens.append(lease)  # rule 7: the token first...
     if res.retired:  # ...then the flag
         tokens.remove(lease)
-        _note(pub, (BACK, res), wake, urgent=True)
+        _note(pub, (BACK, res), wake)
         return MISS
     _note(pub, (OUT, res, get_contextvars() if debug() else None, lease), wake)
     return lease
@@ -171,9 +173,9 @@ def checkin(pub: Published, lease: Lease[Any, Any], broken: bool, wake: Wake) ->
     res: Any = lease.handle
     if pub.exclusive:
         if broken:
-            _note(pub, (BROKEN, res, lease), wake, urgent=True)
+            _note(pub, (BROKEN, res, lease), wake)
         elif res.retired or lease.key in pub.waiting:  # rules 4 and 5
-            _note(pub, (HANDOVER, res, lease), wake, urgent=True)
+            _note(pub, (HANDOVER, res, lease), wake)
         else:
             res.home.append(res)  # rule 3: idle again
             _note(pub, (IN, res, lease), wake)
@@ -182,14 +184,13 @@ def checkin(pub: Published, lease: Lease[Any, Any], broken: bool, wake: Wake) ->
         res.tokens.remove(lease)  # a hit-path lease of a shared pool
     except ValueError:
         pass  # granted by the core: counted there
-    # Urgent when callers wait: shared ones for the key, or for a slot.
-    urgent = broken or bool(pub.waiting)
-    _note(pub, (BROKEN if broken else IN, res, lease), wake, urgent=urgent)
+    _note(pub, (BROKEN if broken else IN, res, lease), wake)
     return True
 
 
 def drain(pub: Published) -> tuple[list[tuple[Any, ...]], list[Hashable]]:
     """The notes and hits left so far, for the supervisor (see rule 6)."""
+    pub.noted = False  # before draining: a note appended after is woken for
     notes, hits = pub.notes, pub.hits
     return (
         [notes.popleft() for _ in range(len(notes))],

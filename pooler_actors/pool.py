@@ -105,6 +105,10 @@ class Pool(FacadeBase[K, T]):
             except (KeyError, TypeError):
                 pass
             else:
+                if not res.handed_out:  # _fastpath, rule 2: mark, look again
+                    res.handed_out = True
+                    if pub.view.get(key) is not res:
+                        return cast(T, self._ref.ask(Acquire(key, timeout)))
                 if self._events.debug_known():
                     pub.notes.append((HIT, key, get_contextvars()))
                 else:

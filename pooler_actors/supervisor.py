@@ -52,7 +52,6 @@ from pooler_actors.stats import Stats
 __all__ = ["PoolRef", "PoolSupervisor"]
 
 _MAX_WAIT = 3600.0  # longest single mailbox wait: any deadline, however far, fits
-_POLL = 0.005  # how often notes are read while callers leave them
 Handler = Callable[[float, Any, Any], None]
 
 
@@ -124,7 +123,7 @@ class PoolSupervisor(PoolActor):
             Unwatch: lambda t, m, r: self._watch(m.watcher, r, add=False),
             im.Withdraw: lambda t, m, r: c.give_up(t, m.future.cid),
             im.HealthTick: lambda t, m, r: c.health_check(t),
-            im.Notes: lambda t, m, r: None,  # a wake-up: the loop reads the notes
+            im.Notes: lambda t, m, r: None,  # a wake-up: the loop read the notes
             im.Resume: lambda t, m, r: c.resume(t),
             im.Ready: lambda t, m, r: c.ready(t, m.rid, m.attempt, m.resource),
             im.Failed: lambda t, m, r: c.failed(t, m.rid, m.attempt, m.error),
@@ -181,13 +180,9 @@ class PoolSupervisor(PoolActor):
                 self._step(self._core.advance)
                 continue
             wait = _MAX_WAIT if deadline is None else min(deadline - now, _MAX_WAIT)
-            if pub.noted:  # while callers are active, look at notes every _POLL
-                wait = min(wait, _POLL)
             try:
                 envelope = inbox.get(timeout=wait)
             except queue.Empty:
-                if pub.noted and not (pub.notes or pub.hits):
-                    pub.noted = False  # quiet: the next note wakes us (rule 6)
                 continue
             if pub.notes or pub.hits:  # a caller's notes precede its messages
                 self._step(self._notes)

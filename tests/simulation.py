@@ -1,4 +1,4 @@
-"""Deterministic simulation of the pool's pure core (SPEC 7).
+"""Deterministic simulation of the pool's core and its hit path (SPEC 7, 8).
 
 One seeded `random.Random` and a fake clock drive a
 [PoolCore][pooler_actors._core.PoolCore] the way the supervisor shell does:
@@ -10,13 +10,52 @@ clock reaches the core's next deadline. After every step the simulator checks
 the invariants of SPEC 3, 6, 7 and 8 against its own model of what exists and
 who waits, and the core's books against each other.
 
+The hit path (issue 12) is simulated as it runs: a few caller threads
+("strands", one to four per seed) call the REAL functions of
+[_fastpath][pooler_actors._fastpath] -- `hit` (`Pool.acquire`), `checkout`
+(`Pool.checkout`, which asks the supervisor on a `MISS`) and `checkin` --
+and the supervisor's `Notes` handler calls the real `_fastpath.drain`. No
+function is modelled: every strand is a real thread, but only one thread
+runs at a time (a baton passed through two locks), so a seed replays exactly.
+The state the core publishes and the callers touch is instrumented:
+`Published` (its `view`, `idle` and `waiting` containers, the `notes` deque,
+the `noted` flag), each `Resource` (`retired`, `handed_out`, `tokens`, its
+idle list `home`) and each `Lease` (its one-shot claim) are the core's own classes
+subclassed with the same behaviour, except that every single operation the
+rules of `_fastpath` rely on -- a `view` read, a `waiting` check, an idle
+list's `pop`/`append`/`remove`/`len`, a `retired` or `handed_out` read or
+write, a `tokens`
+`append`/`remove`/membership test, a note's `append`, a `noted` read or
+write, the wake (the `Notes` message put), a claim -- is a step of its own.
+A strand stops before each one; the scheduler interleaves strands' steps
+with core events (retire by release, refresh, expiry, eviction, reclaim or
+a broken checkin; pings; drain timeouts; close), and also *inside* a core
+event before each such operation of the core, as the supervisor's thread
+and callers' threads really interleave.
+
+Besides the core's own invariants, after every step (and at each operation
+where it applies): a resource is never closed while a caller uses it (a
+lease, or a hit-path caller between taking it and checking it in), except
+after `drain_timeout`; an exclusive resource has one user at most and sits
+in its idle list only when nobody has it; no caller gets through the hit
+path a resource that was retired when it took it; `view` shows only open
+resources, and only resources in service once an event is over (when its
+replies are sent); every note is drained (a note is never left with no
+`Notes` message on its way); the `Notes` messages queued never outnumber
+the caller threads; the core's `holders`, `acquires`, `hits` and
+`checkouts` equal what callers did, less what their notes not yet drained
+say (exact once the notes are drained); FIFO per key holds for callers
+queued in the core, against the hit path too; a resource a plain `acquire()`
+returned is never reclaimed.
+
     python tests/simulation.py [--seeds N] [--steps M] [--seed S] [--jobs J]
                                [--first F]
 
 prints, per failing seed, the seed, the step, what broke and a short trace,
 and as its last line `N steps, M seeds, V violations`. `--seed S` (or
 `SEED=S` in the environment) replays one seed exactly: everything random
-comes from the seed, nothing from the real clock or hash order.
+comes from the seed, nothing from the real clock, thread timing or hash
+order.
 """
 
 from __future__ import annotations
@@ -26,15 +65,28 @@ import math
 import os
 import random
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pooler_actors._core as core_module
 from pooler_actors import _effects as fx
-from pooler_actors._core import KeyEntry, PoolCore
+from pooler_actors import _fastpath as fastpath
+from pooler_actors._core import (
+    BACK,
+    BROKEN,
+    HANDOVER,
+    HIT,
+    IN,
+    OUT,
+    KeyEntry,
+    PoolCore,
+    Published,
+    Resource,
+)
 from pooler_actors._lifecycle import COUNTED, Phase
 from pooler_actors.errors import AcquireTimeout, PoolClosedError, TooManyWaiters
 from pooler_actors.lease import Lease
@@ -42,14 +94,28 @@ from pooler_actors.options import PoolOptions
 
 __all__ = ["Sim", "SimResult", "Violation", "main", "run_seed", "run_seeds"]
 
-DEFAULT_SEEDS = 700  # x DEFAULT_STEPS: about 1.27 million steps in all
+DEFAULT_SEEDS = 700  # x DEFAULT_STEPS: about 1.3 million steps in all
 DEFAULT_STEPS = 2000
 INF = math.inf
 T0 = 1000.0  # the fake clock's start (traces show time since)
-TRACE_LEN = 30
+TRACE_LEN = 40
 FINISH_STEPS = 20_000  # bound on the steps from close() to Stopped
 _LIVE = (Phase.RESERVING, Phase.CREATING, Phase.OPEN)  # may be in the key map
 _GRANTS = ("acquire", "checkout")
+_CHECKINS = (IN, HANDOVER, BROKEN)
+_IN_SERVICE = (Phase.OPEN, Phase.RETIRING)
+# What callers' operations race with each kind of the core's (rules 2-7): a
+# caller stopped before one of these goes first more often.
+_RIVALS = {
+    "retired": frozenset({"idle", "retired", "tokens"}),
+    "idle": frozenset({"idle", "retired"}),
+    "tokens": frozenset({"tokens", "retired"}),
+    "view": frozenset({"view", "handed_out", "tokens"}),
+    "handed_out": frozenset({"view", "handed_out"}),
+    "waiting": frozenset({"waiting", "idle"}),
+    "notes": frozenset({"notes", "noted"}),
+    "noted": frozenset({"notes", "noted", "mailbox"}),
+}
 
 
 class Violation(Exception):
@@ -153,6 +219,327 @@ class Fleet:
         self.strays = 0  # CancelSlot/ReturnSlot of a slot not held: a no-op
 
 
+# --- the published state, instrumented ------------------------------------------
+#
+# Each class below is the core's own, subclassed with the same behaviour,
+# except that each operation callers' threads and the supervisor's race on
+# first calls `Sim.point` (a strand stops there; the supervisor may let
+# strands run there) and then tells the simulator what it did. The core and
+# `_fastpath` are run unchanged against them.
+
+_SIM: Sim | None = None  # the simulation running in this process
+_RETIRED = Resource.retired  # the slots the properties below stand in front of
+_HANDED_OUT = Resource.handed_out
+_NOTED = Published.noted
+
+
+def _sim() -> Sim:
+    assert _SIM is not None, "an instrumented object outside a simulation run"
+    return _SIM
+
+
+class SimList(list[Any]):
+    """An idle list (`kind` "idle", `owner` its key), a resource's `tokens`
+    ("tokens", the resource) or a lease's one-shot claim ("once", the lease)."""
+
+    __slots__ = ("kind", "owner", "sim")
+
+    def __init__(self, sim: Sim, kind: str, owner: Any, items: Iterable[Any] = ()):
+        super().__init__(items)
+        self.sim, self.kind, self.owner = sim, kind, owner
+
+    def pop(self, index: Any = -1) -> Any:
+        self.sim.point(self.kind, "pop")
+        item = list.pop(self, index)  # IndexError: the race was lost
+        self.sim.after_pop(self, item)
+        return item
+
+    def append(self, item: Any) -> None:
+        self.sim.point(self.kind, "append")
+        self.sim.before_append(self, item)
+        list.append(self, item)
+
+    def remove(self, item: Any) -> None:
+        self.sim.point(self.kind, "remove")
+        list.remove(self, item)  # ValueError: not there (a caller has it)
+
+    def __contains__(self, item: object) -> bool:
+        self.sim.point(self.kind, "in")
+        return list.__contains__(self, item)
+
+    def __len__(self) -> int:  # also `bool(x)`, `while x:`
+        self.sim.point(self.kind, "len")
+        return list.__len__(self)
+
+
+class SimDict(dict[Any, Any]):
+    """`Published.view` ("view") or `Published.idle` ("idlemap")."""
+
+    __slots__ = ("kind", "sim")
+
+    def __init__(self, sim: Sim, kind: str) -> None:
+        super().__init__()
+        self.sim, self.kind = sim, kind
+
+    def __getitem__(self, key: Any) -> Any:
+        self.sim.point(self.kind, "get")
+        value = dict.__getitem__(self, key)  # KeyError: not open
+        self.sim.after_read(self, value)
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.sim.point(self.kind, "get")
+        value = dict.get(self, key, default)
+        self.sim.after_read(self, value)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.sim.point(self.kind, "set")
+        dict.__setitem__(self, key, value)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self.sim.point(self.kind, "pop")
+        return dict.pop(self, key, *default)
+
+
+class SimSet(set[Any]):
+    """`Published.waiting`."""
+
+    __slots__ = ("sim",)
+
+    def __init__(self, sim: Sim) -> None:
+        super().__init__()
+        self.sim = sim
+
+    def __contains__(self, key: object) -> bool:
+        self.sim.point("waiting", "in")
+        value = set.__contains__(self, key)
+        self.sim.after_waiting(key, value)
+        return value
+
+    def add(self, key: Any) -> None:
+        self.sim.point("waiting", "add")
+        set.add(self, key)
+        self.sim.waiting_since.setdefault(key, self.sim.ticks)
+
+    def discard(self, key: Any) -> None:
+        self.sim.point("waiting", "discard")
+        set.discard(self, key)
+        self.sim.waiting_since.pop(key, None)
+
+
+class SimDeque(deque[tuple[Any, ...]]):
+    """`Published.notes`."""
+
+    __slots__ = ("sim",)
+
+    def __init__(self, sim: Sim) -> None:
+        super().__init__()
+        self.sim = sim
+
+    def append(self, note: tuple[Any, ...]) -> None:
+        self.sim.point("notes", "append")
+        deque.append(self, note)
+        self.sim.after_note(note)
+
+    def popleft(self) -> tuple[Any, ...]:
+        self.sim.point("notes", "popleft")
+        return deque.popleft(self)
+
+    def __len__(self) -> int:
+        self.sim.point("notes", "len")
+        return deque.__len__(self)
+
+
+class SimPublished(Published):
+    """`Published` whose `noted` flag is read and written a step at a time."""
+
+    __slots__ = ("sim",)
+
+    def __init__(self, sim: Sim, pool_id: object, *, exclusive: bool, shared: bool):
+        self.sim = sim
+        super().__init__(pool_id, exclusive=exclusive, shared=shared)
+        self.view = SimDict(sim, "view")
+        self.idle = SimDict(sim, "idlemap")
+        self.waiting = SimSet(sim)
+        self.notes = SimDeque(sim)
+
+    def _get_noted(self) -> bool:
+        self.sim.point("noted", "read")
+        value: bool = _NOTED.__get__(self)
+        self.sim.after_noted(value)
+        return value
+
+    def _set_noted(self, value: bool) -> None:
+        self.sim.point("noted", "write")
+        _NOTED.__set__(self, value)
+
+    noted = property(_get_noted, _set_noted)  # type: ignore[assignment]
+
+
+class SimResource(Resource):
+    """`Resource` whose `retired` and `handed_out` flags and `tokens` are
+    stepped."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tokens = SimList(_sim(), "tokens", self)
+
+    def _get_retired(self) -> bool:
+        sim = _sim()
+        sim.point("retired", "read")
+        value: bool = _RETIRED.__get__(self)
+        sim.after_retired(self, value)
+        return value
+
+    def _set_retired(self, value: bool) -> None:
+        _sim().point("retired", "write")
+        _RETIRED.__set__(self, value)
+
+    retired = property(_get_retired, _set_retired)  # type: ignore[assignment]
+
+    def _get_handed_out(self) -> bool:
+        _sim().point("handed_out", "read")
+        value: bool = _HANDED_OUT.__get__(self)
+        return value
+
+    def _set_handed_out(self, value: bool) -> None:
+        _sim().point("handed_out", "write")
+        _HANDED_OUT.__set__(self, value)
+
+    handed_out = property(_get_handed_out, _set_handed_out)  # type: ignore[assignment]
+
+
+class SimKeyEntry(KeyEntry):
+    """`KeyEntry` whose idle list is stepped."""
+
+    __slots__ = ()
+
+    def __init__(self, key: Hashable, *args: Any, **kwargs: Any) -> None:
+        super().__init__(key, *args, **kwargs)
+        self.idle = SimList(_sim(), "idle", key)
+
+
+class SimLease(Lease[Any, Any]):
+    """`Lease` whose one-shot claim (`claim_checkin`'s `pop`) is stepped."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._once = SimList(_sim(), "once", self, [True])
+
+
+def _retired(res: Resource) -> bool:
+    """`res.retired`, read by the simulator itself (no step)."""
+    value: bool = _RETIRED.__get__(res)
+    return value
+
+
+def _in_list(items: list[Any], item: Any) -> bool:
+    return list.__contains__(items, item)
+
+
+# --- caller threads ----------------------------------------------------------------
+
+
+class _Killed(BaseException):
+    """Ends a strand's thread in the middle of a call (the run is over)."""
+
+
+class Strand:
+    """A caller's thread that runs the real hit-path functions one step at a
+    time: it stops before each operation on the published state until the
+    scheduler lets it go on. Only one thread runs at any moment."""
+
+    def __init__(self, sim: Sim, n: int) -> None:
+        self.sim = sim
+        self.n = n
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._back = threading.Lock()
+        self._back.acquire()
+        self._job: Callable[[], Any] | None = None
+        self._kill = False
+        self.busy = False
+        self.at = ""  # the operation it stopped before
+        self.at_kind = ""  # ... and the kind of object it is on
+        self.result: Any = None
+        self.error: BaseException | None = None
+        # The call in progress, and what the hooks saw it do.
+        self.op = ""
+        self.key: Any = None
+        self.timeout: float | None = None
+        self.lease: Lease[Any, Any] | None = None
+        self.broken = False
+        self.foreign = False
+        self.res: Resource | None = None  # read from `view`, popped, or tokened
+        self.retired_at_take = False  # `retired` when it popped or tokened it
+        self.waiting_tick = -1  # when it read `waiting`
+        self.noting = False  # between its note's append and its wake (or not)
+        self.claimed = False
+        self.asked: Req | None = None  # its request after a MISS, until answered
+        self.speed = 1.0  # how often the scheduler picks it, relatively
+        self.thread = threading.Thread(
+            target=self._main, name=f"sim-strand-{n}", daemon=True
+        )
+        self.thread.start()
+
+    def __repr__(self) -> str:
+        return f"<strand {self.n}>"
+
+    def _main(self) -> None:
+        while True:
+            self._go.acquire()
+            job = self._job
+            if job is None or self._kill:
+                self._back.release()
+                return
+            try:
+                self.result, self.error = job(), None
+            except _Killed:
+                self._back.release()
+                return
+            except BaseException as error:  # handed to the scheduler
+                self.result, self.error = None, error
+            self._job = None
+            self.busy = False
+            self._back.release()
+
+    def start(self, op: str, job: Callable[[], Any]) -> None:
+        """Begin a call (it runs up to its first operation)."""
+        self.op, self._job, self.busy = op, job, True
+        self.res, self.retired_at_take, self.claimed = None, False, False
+        self.waiting_tick, self.noting, self.at, self.at_kind = -1, False, "", ""
+        self.resume()
+
+    def resume(self) -> None:
+        """Do the operation it stopped before, and on to the next (scheduler)."""
+        if not self.busy:  # its thread would end: the scheduler would hang
+            raise AssertionError(f"{self!r} resumed outside a call")
+        sim = self.sim
+        sim.running = self
+        self._go.release()
+        self._back.acquire()
+        sim.running = None
+
+    def suspend(self, kind: str, op: str) -> None:
+        """Stop before `kind.op` until resumed (in the strand's own thread)."""
+        self.at, self.at_kind = f"{kind}.{op}", kind
+        self._back.release()
+        self._go.acquire()
+        if self._kill:
+            raise _Killed
+
+    def stop(self) -> None:
+        """End the thread, abandoning a call in progress."""
+        self._kill = True
+        self._go.release()
+        self.thread.join(timeout=30)
+
+
 class Sim:
     """One seed's simulation; see the module docstring."""
 
@@ -160,7 +547,11 @@ class Sim:
         self.seed = seed
         rng = self.rng = random.Random(seed)
         self.now = T0
-        self.opts = opts = self._options(rng)
+        # A calm world (user code never fails, resources live long, few
+        # releases and refreshes) keeps resources open: the hit path serves
+        # most calls there. Other worlds are turbulent.
+        self.calm = rng.random() < 0.4
+        self.opts = opts = self._options(rng, self.calm)
         self.shared = opts.shared
         self.pool_id = object()
         jitter = random.Random(seed * 7919 + 1).random
@@ -171,19 +562,29 @@ class Sim:
             f"k{i}" for i in range(rng.randint(1, opts.max_open_resources + 2))
         ]
         # This seed's world: how often user code fails or hangs, how callers act.
-        bad = rng.random() < 0.8
+        bad = not self.calm and rng.random() < 0.8
         self.p_factory_fail = rng.uniform(0, 0.3) if bad else 0.0
         self.p_factory_hang = rng.uniform(0, 0.06) if bad else 0.0
         self.p_ping_fail = rng.uniform(0, 0.3) if bad else 0.0
         self.p_ping_hang = rng.uniform(0, 0.05) if bad else 0.0
         self.p_close_raise = rng.uniform(0, 0.3) if bad else 0.0
         self.p_close_hang = rng.uniform(0, 0.05) if bad else 0.0
-        self.lost_actors = rng.random() < 0.6
-        self.p_forget = rng.choice([0.0, 0.05, 0.2])
+        self.lost_actors = not self.calm and rng.random() < 0.6
+        self.p_forget = rng.choice([0.0, 0.0, 0.02, 0.1])
         self.p_broken = rng.uniform(0, 0.3)
         self.close_early = rng.random() < 0.3
         self.tempo = rng.choice([0.02, 0.1, 0.5])  # callers' mean think time
+        self.p_quiet = 0.01 if self.calm else 0.1  # a spell of seconds passes
         self.p_late = rng.choice([0.0, 0.03, 0.2])  # the clock overtakes due work
+        # The hit path: caller threads, how finely they interleave with the
+        # supervisor inside its events, and what they learn of debug logging.
+        self.n_strands = rng.randint(1, 4)
+        self.p_inter = rng.choice([0.0, 0.1, 0.3, 0.6])
+        self.p_race = rng.choice([0.3, 0.6, 0.9])
+        # How often each thread gets to run (PCT-style priorities): a slow
+        # one stays stopped between two operations across many events.
+        self.speeds = [rng.choice([1.0, 1.0, 0.2, 0.03]) for _ in range(self.n_strands)]
+        self.debug_known = rng.choice([True, False, False, None])
         # The shell.
         self.inbox: deque[tuple[Any, ...]] = deque()
         self.next_cid = 0
@@ -195,11 +596,27 @@ class Sim:
         self.fleet = (
             Fleet(rng, opts.max_open_resources) if opts.global_capacity else None
         )
+        self.strands: list[Strand] = []
+        self.running: Strand | None = None  # the strand whose step runs now
+        self.in_event = False  # the core is handling an event (or its effects)
+        self.ticks = 0  # operations on the published state so far
+        self.notes_msgs = 0  # `Notes` messages in the mailbox
         # The model.
-        self.held: list[Held] = []
+        self.held: list[Held] = []  # leases callers received, not checked in
         self.returned: deque[Lease[Any, Any]] = deque(maxlen=8)
-        self.leases_out: dict[int, int] = {}  # lid -> rid, leases callers hold
-        self.rid_leases: dict[int, set[int]] = {}
+        # Leases out (granted, or taken on the hit path) until their claim:
+        self.holding: dict[Lease[Any, Any], int] = {}  # lease -> rid
+        # rid -> its leases out (a dict: ordered, so messages replay exactly)
+        self.users: dict[int, dict[Lease[Any, Any], None]] = {}
+        # Hit-path callers that took a resource (exclusive: popped it; shared:
+        # tokened it and read `retired` false), until they return or hand back.
+        self.hands: dict[Strand, Resource] = {}
+        # What the core's `holders` of each resource will be once every note
+        # appended so far is drained.
+        self.expect: dict[int, int] = {}
+        self.acquired: set[int] = set()  # rids a plain acquire() returned
+        self.waiting_since: dict[Hashable, int] = {}  # key -> tick it got waiters
+        self.close_ok: dict[int, bool] = {}  # rid -> closed after drain_timeout
         self.pending_callers: dict[int, Req] = {}  # read, unanswered, not withdrawn
         self.undelivered_cids: set[int] = set()
         self.objs: list[Res] = []
@@ -208,7 +625,16 @@ class Sim:
         self.handed_back: set[int] = set()  # rids of leases handed back undelivered
         self.opened: list[Hashable] = []  # the key of each Ready accepted, in order
         self.counts = dict.fromkeys(
-            ("created", "acquires", "checkouts", "rejected", "abandoned", "broken"), 0
+            (
+                "created",
+                "acquires",
+                "hits",
+                "checkouts",
+                "rejected",
+                "abandoned",
+                "broken",
+            ),
+            0,
         )
         # Per step and per event.
         self.step = 0
@@ -218,12 +644,29 @@ class Sim:
         self._grants: list[tuple[int, int]] = []  # (cid, rid) to new requests
         self._replied: set[int] = set()
         self._created_keys: set[Hashable] = set()
-        self._checkin_lid = -1  # the lease a checkin event gives back
+        self._core_claims: list[Lease[Any, Any]] = []  # claimed by the core
+        self._stepped = 0  # strand steps run inside core events so far
+        self._interleaving = False
         self._reclaimed_before = 0
         self._dirty_ok = False  # a reclaim left dirty keys, not yet served
+        # What callers' threads read and take from, instrumented.
+        self.pub = SimPublished(
+            self,
+            self.pool_id,
+            exclusive=self.core.published.exclusive,
+            shared=self.core.published.shared,
+        )
+        self.core.published = self.pub
+        self.exclusive = self.pub.exclusive
+        # Every batch of notes the core reads (a `Notes` message's, or those a
+        # checkin by message drains first) passes through `_counted`.
+        notes = type(self.core).notes
+        self.core.notes = lambda now, items, hits=(): notes(  # type: ignore[method-assign]
+            self.core, now, self._counted(items), hits
+        )
 
     @staticmethod
-    def _options(rng: random.Random) -> PoolOptions:
+    def _options(rng: random.Random, calm: bool) -> PoolOptions:
         cap = rng.randint(1, 4)
 
         def maybe(lo: float, hi: float, p_none: float = 0.4) -> float | None:
@@ -241,8 +684,8 @@ class Sim:
             ping_timeout=rng.uniform(0.2, 3.0),
             drain_timeout=rng.uniform(0.5, 10.0),
             health_check_interval=maybe(0.5, 10.0, 0.3),
-            max_lifetime=maybe(1.0, 20.0),
-            max_idle_time=maybe(0.5, 10.0),
+            max_lifetime=maybe(20.0, 200.0, 0.5) if calm else maybe(1.0, 20.0),
+            max_idle_time=maybe(1.0, 20.0) if calm else maybe(0.5, 10.0),
             acquire_timeout=maybe(0.5, 10.0, 0.7),
             reclaim_idle=rng.random() < 0.6,
             global_capacity=FakeCapacity() if rng.random() < 0.3 else None,
@@ -260,15 +703,30 @@ class Sim:
             f"drain={_f(o.drain_timeout)} health={_f(o.health_check_interval)} "
             f"lifetime={_f(o.max_lifetime)} idle={_f(o.max_idle_time)} "
             f"acquire_timeout={_f(o.acquire_timeout)} reclaim={o.reclaim_idle} "
-            f"global={self.fleet is not None} keys={len(self.keys)}"
+            f"global={self.fleet is not None} keys={len(self.keys)} "
+            f"threads={self.n_strands} speeds={self.speeds} "
+            f"interleave={self.p_inter} race={self.p_race} calm={self.calm}"
         )
 
     # --- running -------------------------------------------------------------
 
     def run(self, steps: int) -> SimResult:
         """Run `steps` random steps, then close the pool and run it to its end."""
-        chunk = core_module._PING_CHUNK
-        core_module._PING_CHUNK = self.ping_chunk
+        global _SIM
+        patches = [
+            (core_module, "_PING_CHUNK", self.ping_chunk),
+            (core_module, "Resource", SimResource),
+            (core_module, "KeyEntry", SimKeyEntry),
+            (core_module, "Lease", SimLease),
+            (fastpath, "Lease", SimLease),
+        ]
+        saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
+        for module, name, value in patches:
+            setattr(module, name, value)
+        outer, _SIM = _SIM, self
+        self.strands = [Strand(self, n + 1) for n in range(self.n_strands)]
+        for strand, speed in zip(self.strands, self.speeds, strict=True):
+            strand.speed = speed
         try:
             self._feed("start", self.core.start)
             self.check()
@@ -288,18 +746,24 @@ class Sim:
         except Violation as violation:
             return SimResult(self.seed, self.step, str(violation), self._trace())
         finally:
-            core_module._PING_CHUNK = chunk
+            for strand in self.strands:
+                strand.stop()
+            for module, name, value in saved:
+                setattr(module, name, value)
+            _SIM = outer
         return SimResult(self.seed, self.step)
 
     def _random_step(self) -> None:
         x = self.rng.random() * 100
-        if x < 18:
+        if x < 10:
             self._client()
         elif not (
-            (x < 26 and self._checkin())
-            or (26 <= x < 28 and self._give_up())
-            or (28 <= x < 32 and self._fleet_step())
-            or (32 <= x < 32.4 and self._lose_actor())
+            (x < 30 and self._strand_step())
+            or (30 <= x < 42 and self._strand_start())
+            or (42 <= x < 43.5 and self._checkin())
+            or (43.5 <= x < 45.5 and self._give_up())
+            or (45.5 <= x < 49.5 and self._fleet_step())
+            or (49.5 <= x < 49.9 and self._lose_actor())
         ):
             self._progress()
 
@@ -323,9 +787,11 @@ class Sim:
             self.step += 1
             x = self.rng.random()
             if not (
-                (x < 0.05 and self._checkin())
+                (x < 0.01 and self._checkin())
+                or (0.01 <= x < 0.05 and self._strand_start(checkin=True))
                 or (0.05 <= x < 0.07 and self._give_up())
                 or (0.07 <= x < 0.12 and self._fleet_step())
+                or (0.12 <= x < 0.3 and self._strand_step())
             ):
                 self._progress_or_jump()
             self.check()
@@ -335,6 +801,11 @@ class Sim:
                 f"the pool did not stop within {FINISH_STEPS} steps of close() "
                 f"(used={self.core.used}, resources={phases})"
             )
+        for _ in range(FINISH_STEPS):  # callers' calls in progress end too
+            if not self._strand_step():
+                break
+            self.step += 1
+            self.check()
         for _ in range(FINISH_STEPS):  # actors with a finite hang end too
             self.step += 1
             if not self._actor_step():
@@ -366,7 +837,7 @@ class Sim:
     def _tick(self) -> None:
         """Time passes: a caller's pause or a quiet spell, up to what is due."""
         rng = self.rng
-        if rng.random() < 0.1:
+        if rng.random() < self.p_quiet:
             dt = rng.uniform(0.0, 5.0)  # a quiet spell: expiries and timeouts
         else:
             dt = rng.expovariate(1.0 / self.tempo)
@@ -393,19 +864,23 @@ class Sim:
         self._event = (name, rid)
         self._pre = self._snapshot()
         self._reclaimed_before = core.n["reclaimed"]
-        self._checkin_lid = -1
+        self._core_claims = []
         self._grants = []
         self._replied = set()
         self._created_keys = set()
+        self.in_event = True
         try:
             event(self.now)
             effects = core.effects
             while effects:
+                self.point("shell", "effect")  # callers run while it replies
                 self._do(effects.pop(0))
         except Violation:
             raise
         except Exception as error:  # a bug of the core: the real shell crashes
             raise Violation(f"core raised {error!r} in {name}") from error
+        finally:
+            self.in_event = False
         self._after_event()
 
     def _snapshot(self) -> dict[str, Any]:
@@ -505,6 +980,10 @@ class Sim:
             case ("resume",):
                 self._note("resume")
                 self._feed("resume", core.resume)
+            case ("notes",):
+                self.notes_msgs -= 1
+                self._note(f"notes ({deque.__len__(self.pub.notes)} left)")
+                self._feed("notes", self._notes_event)
             case other:  # pragma: no cover - a bug of the simulator
                 raise AssertionError(other)
         return True
@@ -583,16 +1062,29 @@ class Sim:
             self.pending_callers[cid] = req
         hold = req.kind == "checkout"
         place = self._place_for(req.key, hold)
+        stepped = self._stepped
         self._feed(
             req.kind,
             lambda now: core.acquire(
                 now, cid, req.key, req.timeout, {}, hold=hold, gone=gone
             ),
         )
+        if cid in self._replied:  # answered at once: a hit
+            self.counts["hits"] += 1
+            entry = core.keys.get(req.key)
+            still = entry.waiters if entry is not None else {}
+            older = [c for c in self._pre["waiters"].get(req.key, ()) if c in still]
+            if older:
+                raise Violation(
+                    f"FIFO: cid {cid} of {req.key!r} served at once while earlier "
+                    f"waiters {older} still wait"
+                )
         caller = core.callers.get(cid)
         queued = caller is not None and caller.waiting
         refused = isinstance(req.got, AcquireTimeout | TooManyWaiters)
-        if place and (queued or refused) and core.closing is None:
+        # Callers that ran meanwhile (inside the event) may have taken the place.
+        inside = stepped != self._stepped
+        if place and (queued or refused) and core.closing is None and not inside:
             raise Violation(
                 f"cid {cid} {'queued' if queued else 'refused'} although {place}"
             )
@@ -609,8 +1101,16 @@ class Sim:
         if entry is None:
             return ""
         limit = self.opts.max_holders
+        exclusive = hold and self.exclusive
+        if exclusive and entry.waiters:
+            return ""  # queued callers come first
         for res in entry.resources:
             if res.phase is Phase.OPEN:
+                if exclusive:  # free only if in its idle list
+                    assert res.home is not None
+                    if _in_list(res.home, res) and not _retired(res):
+                        return f"resource {res.rid} is idle"
+                    continue
                 busy = res.holders + (1 if res.ping_seq and limit == 1 else 0)
                 if not hold or limit is None or busy < limit:
                     return f"resource {res.rid} has room"
@@ -621,21 +1121,20 @@ class Sim:
         return ""
 
     def _read_checkin(self, req: Req) -> None:
+        """A `Checkin` message (from an actor): the core gives the lease back."""
         core, cid = self.core, req.cid
         lease, broken = req.arg
         ours = lease.pool is self.pool_id
-        req.expect = ours and lease.lid in self.leases_out
-
-        def checkin(now: float) -> None:
-            self._checkin_lid = lease.lid
-            core.checkin(now, cid, lease, broken)
-
-        self._feed("checkin", checkin)
-        if not ours and not isinstance(req.got, ValueError):
-            raise Violation(f"checkin of another pool's lease gave {req.got!r}")
-        if ours and req.got is not req.expect:
+        self._feed("checkin", lambda now: core.checkin(now, cid, lease, broken))
+        if not ours:
+            if not isinstance(req.got, ValueError):
+                raise Violation(f"checkin of another pool's lease gave {req.got!r}")
+            return
+        claimed = any(c is lease for c in self._core_claims)
+        if req.got is not claimed:
             raise Violation(
-                f"checkin of lease {lease.lid} gave {req.got!r}, not {req.expect!r}"
+                f"checkin of {_short(lease)} gave {req.got!r}; its claim "
+                f"{'succeeded' if claimed else 'failed'}"
             )
 
     # --- effects ------------------------------------------------------------------
@@ -652,8 +1151,18 @@ class Sim:
                 self._on_start(effect)
             case fx.Ping(rid, seq):
                 self._note(f"  -> Ping rid={rid} seq={seq}")
-                if self.opts.max_holders == 1 and self.rid_leases.get(rid):
-                    raise Violation(f"exclusive resource {rid} pinged while held")
+                if self.exclusive:
+                    using = self._using(rid)
+                    if using:
+                        raise Violation(
+                            f"exclusive resource {rid} pinged while {using} has it"
+                        )
+                    res = self.core.resources[rid]
+                    assert res.home is not None
+                    if _in_list(res.home, res):
+                        raise Violation(
+                            f"exclusive resource {rid} pinged while in its idle list"
+                        )
                 actor = self.shell_actors.get(rid)
                 if actor is not None and not actor.dead:
                     self._tell(actor, ("ping", seq))
@@ -693,13 +1202,19 @@ class Sim:
         value = req.got = effect.value
         kind = req.kind
         self._note(f"  -> Reply cid={effect.cid} ({kind}) {_short(value)}")
+        self._check_view("a reply is sent")
         if kind in _GRANTS:
             self._on_grant(req, value)
             self._replied.add(effect.cid)
+            if isinstance(value, Lease):  # the core counted it (`_hand`)
+                self.expect[value.rid] = self.expect.get(value.rid, 0) + 1
+                self._lease_out(value, f"cid {req.cid}")
         if req.state == "pending":
             req.state, req.value = "value", value
             if kind == "checkout":
-                self._hold(value)
+                self.held.append(Held(value, self.rng.random() < self.p_forget))
+            elif kind == "acquire":
+                self.acquired.add(value.rid)
         elif kind in _GRANTS:
             # The caller withdrew before the grant reached it: the shell hands
             # the grant back.
@@ -708,12 +1223,7 @@ class Sim:
             if isinstance(value, Lease):
                 self.handed_back.add(value.rid)
             self.core.undelivered(self.now, effect)
-        if kind == "checkin" and value is True:
-            lease, broken = req.arg
-            rid = self.leases_out.pop(lease.lid)
-            self.rid_leases[rid].discard(lease.lid)
-            self.counts["broken"] += broken
-        elif kind in ("release", "release_all"):
+        if kind in ("release", "release_all"):
             self._check_release_reply(req, value)
         elif kind == "refresh":
             if not isinstance(value, bool):
@@ -732,17 +1242,34 @@ class Sim:
         elif kind == "stats" and value.open_resources > self.opts.max_open_resources:
             raise Violation(f"stats.open_resources={value.open_resources} > the cap")
 
-    def _hold(self, lease: Lease[Any, Any]) -> None:
-        """A caller received a lease."""
-        self.leases_out[lease.lid] = lease.rid
-        lids = self.rid_leases.setdefault(lease.rid, set())
-        lids.add(lease.lid)
-        self.held.append(Held(lease, self.rng.random() < self.p_forget))
+    def _lease_out(self, lease: Lease[Any, Any], who: str) -> None:
+        """A lease is out (granted, or taken on the hit path) until its claim."""
+        rid = lease.rid
+        self.holding[lease] = rid
+        users = self.users.setdefault(rid, {})
+        users[lease] = None
         limit = self.opts.max_holders
-        if limit is not None and len(lids) > limit:
+        if limit is not None and len(users) > limit:
             raise Violation(
-                f"resource {lease.rid} has {len(lids)} holders > max_holders={limit}"
+                f"resource {rid} has {len(users)} users > max_holders={limit} "
+                f"({who} got it)"
             )
+        if self.exclusive:
+            others = [s for s, r in self.hands.items() if r.rid == rid]
+            res = self.core.resources.get(rid)
+            idle = res is not None and res.home is not None and _in_list(res.home, res)
+            if others or idle:
+                where = others or "its idle list"
+                raise Violation(
+                    f"exclusive resource {rid} given to {who} while in {where}"
+                )
+
+    def _using(self, rid: int, *, but: Strand | None = None) -> str:
+        """Who uses resource `rid` now (leases out, hit-path callers that took
+        it), or ''."""
+        who = [_short(lease) for lease in self.users.get(rid, ())]
+        who += [repr(s) for s, r in self.hands.items() if r.rid == rid and s is not but]
+        return ", ".join(who)
 
     def _on_grant(self, req: Req, value: Any) -> None:
         """A resource (acquire) or a lease (checkout) granted to `req`."""
@@ -771,6 +1298,8 @@ class Sim:
             )
         if self.opts.max_holders == 1 and req.kind == "checkout" and res.ping_seq:
             raise Violation(f"exclusive resource {rid} handed out while pinged")
+        if joined is None and _retired(res):  # joiners are served, then it retires
+            raise Violation(f"cid {req.cid} granted retired resource {rid}")
 
     def _on_fail(self, effect: fx.Fail) -> None:
         req = self._answered(effect.cid, "Fail")
@@ -842,14 +1371,27 @@ class Sim:
         closes = self.closes[rid] = self.closes.get(rid, 0) + 1
         if closes > 1:
             raise Violation(f"Close of resource {rid} twice")
-        holders = len(self.rid_leases.get(rid, set()) - {self._checkin_lid})
-        if holders:
-            since = self.retiring_since.get(rid)
-            if since is None or self.now < since + self.opts.drain_timeout:
+        since = self.retiring_since.get(rid)
+        timed_out = since is not None and self.now >= since + self.opts.drain_timeout
+        self.close_ok[rid] = timed_out
+        res = self.core.resources[rid]
+        using = self._using(rid)
+        if using and not timed_out:
+            raise Violation(
+                f"Close of resource {rid} while {using} uses it, before its "
+                "drain timeout"
+            )
+        if self.exclusive and not timed_out:
+            assert res.home is not None
+            if _in_list(res.home, res):
                 raise Violation(
-                    f"Close of resource {rid} with {holders} holders, before its "
-                    "drain timeout"
+                    f"Close of exclusive resource {rid} still in its idle list "
+                    "(never taken by the core)"
                 )
+        if res.reason == "reclaimed" and rid in self.acquired:
+            raise Violation(
+                f"resource {rid} reclaimed although a plain acquire() returned it"
+            )
         actor = self.shell_actors.get(rid)
         if actor is not None and not actor.dead:
             self._tell(actor, ("stop",))
@@ -921,6 +1463,8 @@ class Sim:
         rng = self.rng
         key = rng.choice(self.keys)
         x = rng.random() * 100
+        if self.calm and x < 79 and rng.random() < 0.7:
+            x = 79 + rng.random() * 21  # seldom a release, refresh or request
         if x < 52:
             if self.shared:
                 kind = "acquire" if rng.random() < 0.6 else "checkout"
@@ -975,6 +1519,340 @@ class Sim:
         if not self.stopped:
             self.inbox.append(("withdraw", req))
         return True
+
+    # --- the hit path: callers' threads --------------------------------------
+
+    def _strand_start(self, *, checkin: bool = False) -> bool:
+        """An idle caller thread calls the facade: `acquire`, `checkout` (both
+        try the hit path first and ask the supervisor on a `MISS`) or
+        `checkin` (always on the hit path)."""
+        idle = [s for s in self.strands if not s.busy and not self._blocked(s)]
+        if not idle:
+            return False
+        rng = self.rng
+        strand = rng.choice(idle)
+        pub = self.pub
+        # Callers give back about as often as they take, more so when many
+        # leases are out (a saturated pool serves nobody on the hit path).
+        out = len(self.held) / (2 * self.opts.max_open_resources)
+        if checkin or rng.random() < 0.3 + 0.5 * min(1.0, out):
+            return self._strand_checkin(strand)
+        x = rng.random()
+        # Callers mostly want what is open (hot keys), often what the hit path
+        # can serve: the races to simulate are around idle lists and `view`.
+        keys = self.core.keys
+        if self.exclusive:
+            hot = [k for k, e in keys.items() if list.__len__(e.idle)]
+        else:
+            hot = list(dict.keys(self.pub.view))
+        if not hot or rng.random() < 0.3:
+            hot = [k for k, e in keys.items() if e.resources]
+        key = rng.choice(hot if hot and rng.random() < 0.8 else self.keys)
+        strand.key, strand.timeout = key, self._timeout()
+        if self.shared and x < 0.5:
+            self._note(f"{strand!r} acquire {key!r}")
+            strand.start(
+                "acquire",
+                lambda: fastpath.hit(pub, key, self._debug, self._wake),
+            )
+        else:
+            self._note(f"{strand!r} checkout {key!r}")
+            strand.start(
+                "checkout",
+                lambda: fastpath.checkout(pub, key, self._debug, self._wake),
+            )
+        self._after_strand(strand)
+        return True
+
+    @staticmethod
+    def _blocked(strand: Strand) -> bool:
+        """Whether the strand waits for the answer to its request."""
+        asked = strand.asked
+        if asked is not None and asked.state != "pending":
+            strand.asked = asked = None
+        return asked is not None
+
+    def _strand_checkin(self, strand: Strand) -> bool:
+        rng = self.rng
+        x = rng.random()
+        candidates = [h for h in self.held if not h.forget]
+        foreign = False
+        if x < 0.9 and candidates:
+            held = rng.choice(candidates)
+            self.held.remove(held)
+            lease = held.lease
+        elif x < 0.97 and self.returned:
+            lease = rng.choice(self.returned)  # checked in already (or being)
+        elif x >= 0.97:
+            key = rng.choice(self.keys)
+            lease = Lease(key, None, pool=object(), rid=1, lid=1)
+            foreign = True
+        else:
+            return False
+        broken = rng.random() < self.p_broken
+        strand.key, strand.lease, strand.broken = lease.key, lease, broken
+        strand.foreign = foreign
+        if not foreign:
+            self.returned.append(lease)
+        self._note(f"{strand!r} checkin {_short(lease)} broken={broken}")
+        pub = self.pub
+        strand.start(
+            "checkin", lambda: fastpath.checkin(pub, lease, broken, self._wake)
+        )
+        self._after_strand(strand)
+        return True
+
+    def _strand_step(self) -> bool:
+        """A caller thread in a call does its next operation."""
+        busy = [s for s in self.strands if s.busy]
+        if not busy:
+            return False
+        strand = self._pick(busy)
+        self._note(f"{strand!r} {strand.op} {strand.key!r}: {strand.at}")
+        strand.resume()
+        self._after_strand(strand)
+        return True
+
+    def point(self, kind: str, op: str) -> None:
+        """Before an operation on the published state: a strand stops here;
+        inside a core event, callers' threads may run first."""
+        self.ticks += 1
+        strand = self.running
+        if strand is not None:
+            strand.suspend(kind, op)
+            return
+        if not self.in_event or self._interleaving or not self.p_inter:
+            return  # outside the core, or the simulator's own look
+        rng = self.rng
+        # Race-seeking: callers stopped before an operation on what the core
+        # touches now (see `_RIVALS`) go first more often than the others.
+        rivals = _RIVALS.get(kind, ())
+        racing = [s for s in self.strands if s.busy and s.at_kind in rivals]
+        if racing and rng.random() < self.p_race:
+            self._interleave(kind, op, racing)
+        elif rng.random() < self.p_inter:
+            self._interleave(kind, op, None)
+
+    def _interleave(self, kind: str, op: str, first: list[Strand] | None) -> None:
+        """Callers' threads run a few steps before the core's `kind.op`
+        (one of `first` first, if given)."""
+        self._interleaving = True
+        try:
+            for _ in range(self.rng.randint(1, 3)):
+                if first:
+                    strand, first = self.rng.choice(first), None
+                else:
+                    busy = [s for s in self.strands if s.busy]
+                    if not busy:
+                        break
+                    strand = self._pick(busy)
+                self._stepped += 1
+                self._note(
+                    f"    {strand!r} {strand.op} {strand.key!r}: {strand.at} "
+                    f"(inside {self._event[0]}, before its {kind}.{op})"
+                )
+                strand.resume()
+                self._after_strand(strand)
+        finally:
+            self._interleaving = False
+
+    def _pick(self, strands: list[Strand]) -> Strand:
+        """One of `strands`, by their speeds."""
+        return self.rng.choices(strands, [s.speed for s in strands])[0]
+
+    def _after_strand(self, strand: Strand) -> None:
+        """A strand stopped again, or returned from its call."""
+        if strand.busy:
+            return
+        error = strand.error
+        if isinstance(error, Violation):
+            raise error
+        if strand.op == "checkin" and strand.foreign:
+            if not isinstance(error, ValueError):
+                raise Violation(f"checkin of another pool's lease gave {error!r}")
+            return
+        if error is not None:
+            raise Violation(f"{strand!r} {strand.op} raised {error!r}") from error
+        value, key = strand.result, strand.key
+        self._note(f"{strand!r} {strand.op} {key!r} returns {_short(value)}")
+        if strand.op == "checkin":
+            if value is not strand.claimed:
+                raise Violation(
+                    f"checkin of {_short(strand.lease)} returned {value!r}; its "
+                    f"claim {'succeeded' if strand.claimed else 'failed'}"
+                )
+            return
+        took = self.hands.pop(strand, None)
+        if value is fastpath.MISS:
+            if took is not None:
+                raise Violation(
+                    f"{strand!r} took resource {took.rid} and left it unnoted"
+                )
+            # The facade asks, and the thread waits for the answer.
+            strand.asked = self._send(strand.op, key, strand.timeout)
+            return
+        res = strand.res
+        if strand.op == "acquire":
+            if not isinstance(value, Res) or res is None or value is not res.obj:
+                raise Violation(f"acquire({key!r}) on the hit path gave {value!r}")
+            self.acquired.add(value.rid)
+            return
+        if not isinstance(value, Lease) or took is None or value.rid != took.rid:
+            raise Violation(f"checkout({key!r}) on the hit path gave {value!r}")
+        rid = value.rid
+        if value.key != key or value.pool is not self.pool_id:
+            raise Violation(f"checkout({key!r}) on the hit path gave {value!r}")
+        if strand.retired_at_take:
+            raise Violation(
+                f"{strand!r} got retired resource {rid} on the hit path and uses it"
+            )
+        if rid in self.closes and not self.close_ok.get(rid):
+            raise Violation(f"{strand!r} got resource {rid}, closed already")
+        self._lease_out(value, repr(strand))
+        self.held.append(Held(value, self.rng.random() < self.p_forget))
+
+    def _debug(self) -> bool:
+        # Always on: every hit then leaves a note in `notes` (instrumented)
+        # rather than a bare key in `hits`, a second deque drained the same
+        # way (rule 6 holds for both alike).
+        return True
+
+    def _wake(self) -> None:
+        """`PoolRef.wake`: tell the supervisor that notes wait."""
+        self.point("mailbox", "put")
+        strand = self.running
+        if strand is not None:
+            strand.noting = False
+        if self.stopped:
+            return  # the mailbox is closed: the tell is dropped quietly
+        self.inbox.append(("notes",))
+        self.notes_msgs += 1
+        if self.notes_msgs > len(self.strands):
+            raise Violation(
+                f"{self.notes_msgs} Notes messages queued > {len(self.strands)} "
+                "caller threads"
+            )
+
+    def _notes_event(self, now: float) -> None:
+        """The supervisor's `_notes`: drain the notes, feed them to the core."""
+        self.core.notes(now, *fastpath.drain(self.pub))
+
+    def _counted(self, notes: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """The drained notes, as the core reads them: a broken checkin counts
+        if its resource is still in service when the core reads it."""
+        for note in notes:
+            if note[0] == BROKEN and note[1].phase in _IN_SERVICE:
+                self.counts["broken"] += 1
+            yield note
+
+    # What the instrumented objects report (see `SimList` and the others).
+
+    def after_pop(self, items: SimList, item: Any) -> None:
+        strand = self.running
+        if items.kind == "once":  # a lease's claim: the one checkin that counts
+            lease = items.owner
+            rid = self.holding.pop(lease, None)
+            if rid is None:
+                raise Violation(f"{_short(lease)} claimed, but nobody holds it")
+            del self.users[rid][lease]
+            if strand is None:  # the core gives it back (a message)
+                self.expect[rid] -= 1
+                self._core_claims.append(lease)
+            else:
+                strand.claimed = True
+        elif items.kind == "idle":
+            res: Resource = item
+            who = repr(strand) if strand is not None else "the core"
+            using = self._using(res.rid)
+            if using:
+                raise Violation(
+                    f"{who} took resource {res.rid} from its idle list while "
+                    f"{using} has it"
+                )
+            if res.ping_seq:
+                raise Violation(f"{who} took resource {res.rid} while it is pinged")
+            if strand is not None:
+                strand.res = res
+                strand.retired_at_take = _retired(res)
+                self.hands[strand] = res
+                self._note(
+                    f"      {strand!r} took {res.rid}"
+                    f"{' (retired)' if strand.retired_at_take else ''}"
+                )
+                since = self.waiting_since.get(strand.key)
+                if since is not None and since < strand.waiting_tick:
+                    raise Violation(
+                        f"FIFO: {strand!r} took {res.rid} of {strand.key!r}, "
+                        "whose callers queued in the core before it looked"
+                    )
+
+    def before_append(self, items: SimList, item: Any) -> None:
+        strand = self.running
+        if items.kind == "idle":
+            res: Resource = item
+            who = repr(strand) if strand is not None else "the core"
+            if _in_list(items, res):
+                raise Violation(f"{who} put resource {res.rid} in its idle list twice")
+            using = self._using(res.rid, but=strand)
+            if using:
+                raise Violation(
+                    f"{who} put resource {res.rid} in its idle list while "
+                    f"{using} has it"
+                )
+            if res.ping_seq:
+                raise Violation(f"{who} put pinged resource {res.rid} in its idle list")
+        elif items.kind == "tokens" and strand is not None:
+            res = items.owner
+            strand.res = res
+            strand.retired_at_take = _retired(res)
+
+    def after_read(self, mapping: SimDict, value: Any) -> None:
+        strand = self.running
+        if strand is None or mapping.kind != "view" or value is None:
+            return
+        strand.res = value
+        if value.phase is not Phase.OPEN:
+            raise Violation(
+                f"{strand!r} read resource {value.rid} ({value.phase.value}) in view"
+            )
+
+    def after_waiting(self, key: object, value: bool) -> None:
+        strand = self.running
+        if strand is not None:
+            strand.waiting_tick = self.ticks
+
+    def after_note(self, note: tuple[Any, ...]) -> None:
+        strand = self.running
+        if strand is None:
+            raise Violation(f"the supervisor left a note {note[:2]!r}")
+        strand.noting = True
+        kind = note[0]
+        counts = self.counts
+        if kind == HIT:
+            counts["acquires"] += 1
+            counts["hits"] += 1
+            return
+        rid = note[1].rid
+        if kind == OUT:
+            counts["acquires"] += 1
+            counts["hits"] += 1
+            counts["checkouts"] += 1
+            self.expect[rid] = self.expect.get(rid, 0) + 1
+        elif kind == BACK:
+            if self.hands.get(strand) is note[1]:
+                del self.hands[strand]
+        else:
+            self.expect[rid] -= 1
+
+    def after_noted(self, value: bool) -> None:
+        strand = self.running
+        if strand is not None and value:
+            strand.noting = False  # a Notes message is on its way
+
+    def after_retired(self, res: Resource, value: bool) -> None:
+        strand = self.running
+        if strand is not None and strand.op == "checkout" and not value:
+            self.hands[strand] = res  # it will use it
 
     # --- resource actors --------------------------------------------------------
 
@@ -1200,12 +2078,15 @@ class Sim:
         elif not self._dirty_ok:
             raise Violation(f"keys left unserved after an event: {list(dirty)}")
         counted = [r for r in core.resources.values() if r.phase in COUNTED]
+        pending = self._pending()
         self._check_cap(counted)
-        queued = self._check_keys(dirty)
+        queued = self._check_keys(dirty, pending)
         self._check_callers()
-        holders = self._check_holders()
-        self._check_stats(counted, queued, holders)
+        holders = self._check_leases(pending)
+        self._check_stats(counted, queued, holders, pending)
         self._check_timers()
+        self._check_published()
+        self._check_notes()
         if self.fleet is not None:
             self._check_fleet()
 
@@ -1246,7 +2127,7 @@ class Sim:
                     "with no actor of that try"
                 )
 
-    def _check_keys(self, dirty: Iterable[Hashable]) -> int:
+    def _check_keys(self, dirty: Iterable[Hashable], pending: _Pending) -> int:
         """The key map holds what serves; single flight; waiters wait for a
         reason; returns how many wait."""
         core, opts = self.core, self.opts
@@ -1274,7 +2155,7 @@ class Sim:
                 if caller.joined is not None:
                     raise Violation(f"waiter {cid} both waits and joined")
             if entry.waiters and key not in dirty:
-                self._check_progress(key, entry)
+                self._check_progress(key, entry, pending)
         for res in core.resources.values():
             if res.mapped and res not in core.keys.get(res.key, _NO_ENTRY).resources:
                 raise Violation(f"resource {res.rid} mapped, not in the key map")
@@ -1296,12 +2177,27 @@ class Sim:
                 )
         return queued
 
-    def _check_progress(self, key: Hashable, entry: KeyEntry) -> None:
+    def _check_progress(
+        self, key: Hashable, entry: KeyEntry, pending: _Pending
+    ) -> None:
         """The oldest waiter of a key waits for a reason."""
         core, opts = self.core, self.opts
         limit = opts.max_holders
         head = next(iter(entry.waiters.values()))
+        noted = self._busy_rids(pending)  # the core hears of them later
         for res in entry.resources:
+            if self.exclusive and head.hold:
+                assert res.home is not None
+                if (
+                    res.phase is Phase.OPEN
+                    and res.rid not in noted
+                    and _in_list(res.home, res)
+                ):
+                    raise Violation(
+                        f"caller {head.cid} waits for {key!r}; resource {res.rid} "
+                        "is in its idle list"
+                    )
+                continue
             busy = res.holders + (1 if res.ping_seq and limit == 1 else 0)
             if res.phase is Phase.OPEN and (
                 not head.hold or limit is None or busy < limit
@@ -1349,33 +2245,150 @@ class Sim:
         if not gave_up <= self.undelivered_cids:
             raise Violation(f"give-up records kept: {sorted(gave_up)}")
 
-    def _check_holders(self) -> int:
-        """Leases: the core's and the holders' agree; returns how many are out."""
+    def _pending(self) -> _Pending:
+        """What the notes not yet drained say."""
+        pending = _Pending()
+        for note in deque.__iter__(self.pub.notes):
+            kind = note[0]
+            if kind == HIT:
+                pending.hits += 1
+                continue
+            rid = note[1].rid
+            pending.rids.add(rid)
+            if kind == OUT:
+                pending.outs += 1
+                pending.out[rid] = pending.out.get(rid, 0) + 1
+            elif kind in _CHECKINS:
+                pending.back[rid] = pending.back.get(rid, 0) + 1
+        return pending
+
+    def _check_leases(self, pending: _Pending) -> int:
+        """Holders: the core counts every lease out, less the notes not yet
+        drained; once they are, exactly the leases callers hold. Returns the
+        core's count."""
         core = self.core
-        for rid in [r for r in self.rid_leases if r not in core.resources]:
-            for lid in self.rid_leases.pop(rid):
-                del self.leases_out[lid]  # its resource ended: the lease is void
-        if core.leases.keys() != self.leases_out.keys():
-            raise Violation(
-                f"leases: the core has {sorted(core.leases)}, holders "
-                f"{sorted(self.leases_out)}"
-            )
+        quiet = not (pending.rids or pending.hits) and not any(
+            s.busy for s in self.strands
+        )
+        idle_time = self.opts.max_idle_time
         total = 0
         for res in core.resources.values():
-            lids = self.rid_leases.get(res.rid, set())
-            if res.holders != len(lids) or res.leases != lids:
+            rid = res.rid
+            want = self.expect.get(rid, 0) - pending.out.get(rid, 0)
+            want += pending.back.get(rid, 0)
+            if res.holders != want:
                 raise Violation(
-                    f"resource {res.rid}: the core counts {res.holders} holders, "
-                    f"{len(lids)} hold it"
+                    f"resource {rid}: the core counts {res.holders} holders, "
+                    f"{want} by what callers did and the notes it has read"
                 )
             total += res.holders
+            users = self.users.get(rid, ())
+            if quiet and res.holders != len(users):
+                raise Violation(
+                    f"resource {rid}: the core counts {res.holders} holders once "
+                    f"every note is drained; {len(users)} hold it"
+                )
             if res.phase is Phase.RETIRING:
-                self.retiring_since.setdefault(res.rid, self.now)
-                if not res.holders:
-                    raise Violation(f"resource {res.rid} retiring with no holder")
+                self.retiring_since.setdefault(rid, self.now)
+                awaited = (
+                    self.expect.get(rid, 0) > 0
+                    or rid in pending.rids
+                    or any(s.busy and s.res is res for s in self.strands)
+                    or list.__len__(res.tokens) > 0
+                )
+                if not awaited:
+                    raise Violation(f"resource {rid} retiring, waiting for nobody")
+            if not quiet or res.phase is not Phase.OPEN or not res.mapped:
+                continue
+            if res.ping_seq:
+                continue
+            if self.exclusive:
+                assert res.home is not None
+                idle = _in_list(res.home, res)
+                if idle == bool(users):
+                    state = "idle and held" if idle else "neither idle nor held"
+                    raise Violation(f"exclusive resource {rid} is {state}")
+            if (
+                idle_time is not None
+                and not res.holders
+                and "idle" not in res.timers
+                and core.closing is None
+            ):
+                raise Violation(f"idle resource {rid} has no max_idle_time timer")
         return total
 
-    def _check_stats(self, counted: list[Any], queued: int, holders: int) -> None:
+    def _check_published(self) -> None:
+        """Once an event is over, what callers read is the core's state (rule 1)."""
+        core, pub = self.core, self.pub
+        waiting = {k for k, e in core.keys.items() if e.waiters}
+        if set(pub.waiting) != waiting:
+            raise Violation(
+                f"published waiting={sorted(set(pub.waiting))}, keys with callers "
+                f"queued {sorted(waiting)}"
+            )
+        if self.shared:
+            view: dict[Hashable, Resource] = {}
+            for key, entry in core.keys.items():
+                first = next(
+                    (r for r in entry.resources if r.phase is Phase.OPEN), None
+                )
+                if first is not None:
+                    view[key] = first
+            shown = dict(dict.items(pub.view))
+            if shown.keys() != view.keys() or any(
+                shown[k] is not view[k] for k in view
+            ):
+                raise Violation(
+                    f"view shows {_rids(shown)}; the key map has {_rids(view)} open"
+                )
+        elif dict.__len__(pub.view):
+            raise Violation(f"view kept for a pool of leases: {_rids(pub.view)}")
+        if self.exclusive:
+            lists = dict(dict.items(pub.idle))
+            if lists.keys() != core.keys.keys() or any(
+                lists[k] is not e.idle for k, e in core.keys.items()
+            ):
+                raise Violation(
+                    f"published idle lists for {sorted(lists)}, keys "
+                    f"{sorted(core.keys)}"
+                )
+
+    def _check_view(self, when: str) -> None:
+        """`view` shows only resources in service (rule 1, at each reply)."""
+        for res in dict.values(self.pub.view):
+            if res.phase is not Phase.OPEN or not res.mapped or _retired(res):
+                state = "retired" if _retired(res) else res.phase.value
+                raise Violation(f"view shows resource {res.rid} ({state}) when {when}")
+
+    def _check_notes(self) -> None:
+        """Every note is drained: a `Notes` message is on its way for it (rule 6)."""
+        if self.stopped:
+            return  # the mailbox is closed: notes left are moot
+        pub = self.pub
+        sending = self.notes_msgs or any(s.noting for s in self.strands)
+        if deque.__len__(pub.notes) and not sending:
+            kinds = [n[0] for n in deque.__iter__(pub.notes)]
+            raise Violation(
+                f"notes {kinds} stranded: no Notes message on its way "
+                f"(noted={_NOTED.__get__(pub)})"
+            )
+        if _NOTED.__get__(pub) and not sending:
+            raise Violation("noted is set, and no Notes message is on its way")
+
+    def _busy_rids(self, pending: _Pending) -> set[int]:
+        """Resources a note or a hit-path call in progress is about."""
+        busy = set(pending.rids)
+        busy.update(r.rid for r in self.hands.values())
+        for strand in self.strands:
+            if strand.busy and strand.res is not None:
+                busy.add(strand.res.rid)
+            if strand.busy and strand.lease is not None and strand.op == "checkin":
+                busy.add(strand.lease.rid)
+        return busy
+
+    def _check_stats(
+        self, counted: list[Any], queued: int, holders: int, pending: _Pending
+    ) -> None:
         core = self.core
         stats = core.snapshot()
         expect = {
@@ -1384,6 +2397,10 @@ class Sim:
             "holders": holders,
             **self.counts,
         }
+        # What callers did on the hit path counts once its note is drained.
+        expect["acquires"] -= pending.hits + pending.outs
+        expect["hits"] -= pending.hits + pending.outs
+        expect["checkouts"] -= pending.outs
         for name, value in expect.items():
             if getattr(stats, name) != value:
                 raise Violation(f"stats.{name}={getattr(stats, name)}, not {value}")
@@ -1431,6 +2448,9 @@ class Sim:
         core = self.core
         if not self.stopped:
             raise Violation("the pool never stopped")
+        busy = [s for s in self.strands if s.busy]
+        if busy:
+            raise Violation(f"{busy} still in a call after the pool stopped")
         for req in self.reqs:
             if req.cid == 0:  # never read: the closed mailbox answered it
                 if req.state == "pending":
@@ -1467,6 +2487,21 @@ class Sim:
 _NO_ENTRY = KeyEntry(None)
 
 
+@dataclass(eq=False, slots=True)
+class _Pending:
+    """The notes not yet drained, counted."""
+
+    hits: int = 0
+    outs: int = 0
+    out: dict[int, int] = field(default_factory=dict)  # rid -> OUT notes
+    back: dict[int, int] = field(default_factory=dict)  # rid -> checkin notes
+    rids: set[int] = field(default_factory=set)  # resources notes are about
+
+
+def _rids(view: dict[Hashable, Resource]) -> dict[Hashable, int]:
+    return {key: res.rid for key, res in dict.items(view)}
+
+
 def _per_key(entry: KeyEntry) -> int:
     """Resources of a key toward `max_per_key`: a refresh's standby is not one
     more while a resource it replaces is still in the key map."""
@@ -1482,6 +2517,8 @@ def _is_refill(item: Any) -> bool:
 
 
 def _short(value: Any) -> str:
+    if value is fastpath.MISS:
+        return "MISS"
     if isinstance(value, Lease):
         return f"lease {value.lid} of resource {value.rid}"
     if isinstance(value, Res):

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from pooler_actors import _effects as fx
-from pooler_actors._core import PoolCore
+from pooler_actors import _fastpath as fastpath
+from pooler_actors._core import IN, PoolCore, Resource
 from pooler_actors._timers import Timers
 from pooler_actors.lease import Lease
 from pooler_actors.options import PoolOptions
@@ -212,3 +213,198 @@ def test_a_finished_health_check_leaves_no_ping_timer() -> None:
     core.closed(5.0, start.rid, start.attempt, None)
     assert any(isinstance(e, fx.Stopped) for e in core.effects)
     assert len(core.timers) == 0
+
+
+# --- the hit path (issue 12) --------------------------------------------------
+
+
+def _wake() -> None:
+    """The hit path's wake: the tests feed the notes to the core themselves."""
+
+
+def _no_debug() -> bool:
+    return False
+
+
+def _open_exclusive(core: PoolCore, key: str, cid: int) -> Lease[Any, Any]:
+    """A checkout that creates `key`'s resource: its lease."""
+    core.acquire(0.0, cid, key, None, {}, hold=True)
+    (start,) = _take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    (reply,) = _take(core, fx.Reply)
+    lease: Lease[Any, Any] = reply.value
+    return lease
+
+
+def test_the_core_taking_from_an_idle_list_a_caller_empties_meanwhile() -> None:
+    """Simulation seed 1, step 694: the core saw an idle list non-empty
+    (`while entry.idle`), a caller's thread popped its last resource, and the
+    core's own `pop` raised `IndexError`: the supervisor failed."""
+    core = _core(max_open_resources=1, max_holders=1)
+    lease = _open_exclusive(core, "k", 1)
+    assert fastpath.checkin(core.published, lease, False, _wake)
+    core.notes(1.0, *fastpath.drain(core.published))
+    entry = core.keys["k"]
+    caller_took: list[Any] = []
+
+    class Raced(list[Any]):
+        """The idle list, emptied by a caller between the core's look and pop."""
+
+        def pop(self, index: Any = -1) -> Any:
+            caller_took.append(list.pop(self))  # the caller's `pop`, first
+            return list.pop(self, index)
+
+    raced = Raced(entry.idle)
+    entry.idle = core.published.idle["k"] = raced
+    for res in entry.resources:
+        res.home = raced
+    core.acquire(2.0, 2, "k", None, {}, hold=True)  # raised IndexError
+    assert caller_took  # the race happened: the caller has the resource
+    assert _take(core, fx.Reply) == []
+    assert core.snapshot().wait_count == 1  # the checkout waits for it
+
+
+def test_a_checkout_does_not_pass_a_caller_queued_for_the_idle_list() -> None:
+    """Simulation seed 3, step 325 (SPEC 8: FIFO per key for a holder place):
+    a hit-path checkin read `waiting` before caller 2 was queued, then put the
+    resource back in the idle list; its note not read yet, a later checkout
+    (caller 3) took the resource from the idle list ahead of caller 2."""
+    core = _core(max_open_resources=1, max_holders=1)
+    lease = _open_exclusive(core, "k", 1)
+    core.acquire(1.0, 2, "k", None, {}, hold=True)  # nothing idle: queued
+    assert core.snapshot().wait_count == 1
+    # The checkin, past its `waiting` check (it looked before caller 2 came):
+    res = lease.handle
+    assert isinstance(res, Resource)
+    assert lease.claim_checkin()
+    assert res.home is not None
+    res.home.append(res)
+    core.published.notes.append((IN, res, lease))
+    core.acquire(2.0, 3, "k", None, {}, hold=True)  # was granted at once
+    assert _take(core, fx.Reply) == []
+    core.notes(3.0, *fastpath.drain(core.published))  # the checkin's note
+    (grant,) = _take(core, fx.Reply)
+    assert grant.cid == 2
+    assert core.callers.keys() == {3}
+
+
+def test_an_idle_timer_that_fires_during_a_ping_is_armed_again() -> None:
+    """Simulation seed 9, step 1899 (SPEC 8: idle means no holders;
+    `max_idle_time` counts from the last checkin): an exclusive resource's
+    idle timer fired while the core had it for a ping, could not claim it and
+    was not armed again: the resource never expired."""
+    core = _core(max_open_resources=2, max_holders=1, max_idle_time=1.0)
+    lease = _open_exclusive(core, "k", 1)
+    core.checkin(0.0, 2, lease, broken=False)
+    core.effects.clear()
+    core.health_check(0.5)
+    (ping,) = _take(core, fx.Ping)
+    core.advance(1.0)  # the idle timer fires: the core has it for the ping
+    core.ping_result(1.5, ping.rid, ping.seq, None)
+    assert core.next_deadline() == 1.0  # armed again (from its last use)
+    core.advance(1.5)
+    assert [c.rid for c in _take(core, fx.Close)] == [ping.rid]
+    assert core.n["idle_expired"] == 1
+
+
+def _reclaim_setup() -> tuple[PoolCore, Any]:
+    """A shared pool at its cap, its one resource prewarmed (never handed out)."""
+    core = _core(max_open_resources=1, reclaim_idle=True)
+    core.prewarm(0.0, 1, ["a"])
+    (start,) = _take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    core.effects.clear()
+    return core, core.keys["a"].resources[0]
+
+
+def test_a_resource_a_hit_returned_is_not_reclaimed_before_its_note() -> None:
+    """Simulation seed 939, step 158 (SPEC 8: a resource that a plain
+    `acquire()` returned is never reclaimed): a hit returned it; before its
+    note was read, a caller waiting for a slot had it reclaimed."""
+    core, res = _reclaim_setup()
+    got = fastpath.hit(core.published, "a", _no_debug, _wake)
+    assert got is res.obj
+    core.acquire(1.0, 2, "b", None, {})  # at the cap: waits for a slot
+    assert _take(core, fx.Close) == []
+    assert core.n["reclaimed"] == 0
+    assert core.snapshot().wait_count == 1
+
+
+def test_a_hit_racing_a_reclaim_asks_instead() -> None:
+    """The same race the other way round: the caller read `view`, then the
+    core reclaimed the resource, then the caller marked it: it finds the
+    resource gone from `view` and asks the supervisor (`MISS`)."""
+    core, res = _reclaim_setup()
+
+    class Raced(dict[Any, Any]):
+        """`view`, where the reclaim happens right after the caller's read."""
+
+        def __getitem__(self, key: Any) -> Any:
+            value = dict.__getitem__(self, key)
+            core.acquire(1.0, 2, "b", None, {})  # a reclaim, meanwhile
+            return value
+
+    core.published.view = Raced(core.published.view)
+    assert fastpath.hit(core.published, "a", _no_debug, _wake) is fastpath.MISS
+    assert [c.rid for c in _take(core, fx.Close)] == [res.rid]
+
+
+def test_a_hit_after_the_reclaim_chose_its_victim_keeps_it() -> None:
+    """The window between the reclaim's choice (it read `handed_out` false)
+    and its taking the resource out of `view`: a caller's whole hit runs
+    there. The core reads `handed_out` again once the resource is out of
+    `view`, finds the caller's mark and keeps the resource. (The simulation
+    seldom finds this half of the race: not in seeds 0-2999 with the core's
+    half alone reverted; with both halves reverted, at seed 939.)"""
+    core, res = _reclaim_setup()
+    got: list[Any] = []
+    plain = Resource.handed_out
+
+    class Watched(Resource):
+        """The resource, its first `handed_out` read by the core raced."""
+
+        __slots__ = ()
+
+        @property  # type: ignore[override]
+        def handed_out(self) -> bool:
+            value: bool = plain.__get__(self)
+            if not got:  # the core's read, then the caller's hit
+                got.append(None)
+                got.append(fastpath.hit(core.published, "a", _no_debug, _wake))
+            return value
+
+        @handed_out.setter
+        def handed_out(self, value: bool) -> None:
+            plain.__set__(self, value)
+
+    res.__class__ = Watched
+    core.acquire(1.0, 2, "b", None, {})  # at the cap: a reclaim
+    assert got[1] is res.obj  # the hit ran inside the reclaim, and got it
+    assert _take(core, fx.Close) == []
+    assert core.n["reclaimed"] == 0
+    assert core.published.view["a"] is res  # published again
+
+
+def test_a_checkin_message_comes_after_its_leases_checkout_note() -> None:
+    """Simulation seed 430, step 1686 (SPEC 8: never closed under a holder): a
+    hit-path checkout left its note, a `Notes` message another caller was
+    about to send on its way; the holder then checked in by message, which
+    the core read first: it counted one holder less than there were and
+    closed the retiring resource under the other holder."""
+    core = _core(max_open_resources=1)
+    core.prewarm(0.0, 1, ["k"])
+    (start,) = _take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    core.effects.clear()
+    core.acquire(0.0, 2, "k", None, {}, hold=True)
+    (first,) = _take(core, fx.Reply)  # a lease by message: counted at once
+    core.published.noted = True  # another caller's `Notes` is on its way
+    second = fastpath.checkout(core.published, "k", _no_debug, _wake)
+    assert isinstance(second, Lease)  # its OUT note is not read yet
+    core.release(1.0, 3, "k")  # retired, with two holders
+    core.effects.clear()
+    core.checkin(2.0, 4, second, broken=False)  # by message, before the note
+    assert _take(core, fx.Close) == []
+    assert core.snapshot().holders == 1
+    core.checkin(3.0, 5, first.value, broken=False)
+    assert [c.rid for c in _take(core, fx.Close)] == [start.rid]

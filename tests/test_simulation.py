@@ -1,8 +1,10 @@
-"""The deterministic simulation of the core (`tests/simulation.py`), in short.
+"""The deterministic simulation of the core and its hit path
+(`tests/simulation.py`), in short.
 
 `make sim` runs it for over a million steps; here a fixed set of seeds runs
 in a few seconds, a seed replays exactly, and the simulation is shown to
-catch two defects of the old pool when they are put back into the core.
+catch defects put back into the core (two of the old pool's) and into the
+hit path (each breaking one rule of `pooler_actors._fastpath`).
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import simulation
 from simulation import SimResult, run_seed, run_seeds
 
-from pooler_actors._core import KeyEntry, PoolCore, Resource
+from pooler_actors import _fastpath as fastpath
+from pooler_actors._core import OUT, KeyEntry, PoolCore, Published, Resource
 
 SIMULATION = Path(simulation.__file__)
 FIXED_SEEDS = range(120)
-SEARCH_SEEDS = range(40)  # a re-introduced defect must show within these
+SEARCH_SEEDS = range(120)  # a re-introduced defect must show within these
 
 
 def _first_violation(seeds: range) -> SimResult:
@@ -133,14 +137,104 @@ def test_the_simulation_catches_a_close_under_a_holder(
     the holders when it retires a resource here."""
     original = PoolCore._retire
 
-    def retire(self: PoolCore, now: float, res: Resource, reason: str) -> None:
+    def retire(
+        self: PoolCore, now: float, res: Resource, reason: str, *, owned: bool = False
+    ) -> None:
         holders, res.holders = res.holders, 0
-        original(self, now, res, reason)
+        original(self, now, res, reason, owned=owned)
         res.holders = holders
 
     monkeypatch.setattr(PoolCore, "_retire", retire)
     found = _first_violation(SEARCH_SEEDS)
-    assert "holders" in str(found.violation)
+    assert "uses it" in str(found.violation)
+
+
+# --- the hit path: each defect breaks one rule of `_fastpath` ------------------
+
+
+def test_the_simulation_catches_a_checkout_that_skips_the_retired_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 4: after its `pop`, a caller re-checks `retired`; here it does not,
+    and uses a resource the core retired (or lost) while it was idle."""
+
+    def take_idle(pub: Published, key: Any, debug: Any, wake: Any) -> Any:
+        idle = pub.idle.get(key)
+        if not idle:
+            return fastpath.MISS
+        context = fastpath._context(debug)
+        try:
+            res = idle.pop()
+        except IndexError:
+            return fastpath.MISS
+        lease = fastpath.Lease(key, res.obj, pool=pub.pool_id, rid=res.rid, lid=0)
+        lease._handle = res
+        fastpath._note(pub, (OUT, res, context, lease), wake)  # no `retired` check
+        return lease
+
+    monkeypatch.setattr(fastpath, "_take_idle", take_idle)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "got retired resource" in str(found.violation)
+
+
+def test_the_simulation_catches_a_core_closing_what_it_did_not_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 3: the core closes, pings or expires an idle exclusive resource
+    only once it has taken it from its idle list; here every claim succeeds,
+    whoever has the resource."""
+
+    def claim(self: PoolCore, res: Resource) -> bool:
+        return True
+
+    monkeypatch.setattr(PoolCore, "_claim", claim)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "Close of resource" in str(found.violation) or "pinged" in str(
+        found.violation
+    )
+
+
+def test_the_simulation_catches_a_drain_that_clears_noted_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 6: the supervisor clears `noted` before it drains; here after, so
+    a note left meanwhile sees `noted` set, sends nothing, and is stranded."""
+
+    def drain(pub: Published) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        notes, hits = pub.notes, pub.hits
+        taken = [notes.popleft() for _ in range(len(notes))]
+        keys = [hits.popleft() for _ in range(len(hits))]
+        pub.noted = False  # after draining
+        return taken, keys
+
+    monkeypatch.setattr(fastpath, "drain", drain)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "stranded" in str(found.violation)
+
+
+def test_the_simulation_catches_a_shared_checkout_reading_the_flag_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 7: a shared checkout appends its token, then reads `retired`;
+    here the other way round, so the core can retire and close the resource
+    between the two, seeing no token, and the caller uses it."""
+
+    def take_shared(pub: Published, key: Any, debug: Any, wake: Any) -> Any:
+        res = pub.view.get(key)
+        if res is None:
+            return fastpath.MISS
+        lease = fastpath.Lease(key, res.obj, pool=pub.pool_id, rid=res.rid, lid=0)
+        lease._handle = res
+        if res.retired:  # the flag first...
+            return fastpath.MISS
+        res.tokens.append(lease)  # ...then the token
+        fastpath._note(pub, (OUT, res, fastpath._context(debug), lease), wake)
+        return lease
+
+    monkeypatch.setattr(fastpath, "_take_shared", take_shared)
+    found = _first_violation(SEARCH_SEEDS)
+    violation = str(found.violation)
+    assert "got retired resource" in violation or "uses it" in violation
 
 
 def test_a_failing_seed_is_reported_with_its_replay(
