@@ -884,9 +884,8 @@ class PoolCore:
             holders=res.holders,
             drain_timeout=self.options.drain_timeout,
         )
-        # Closed under its holders: their leases are void now, so a late
-        # checkin answers False and `holders` stops counting them.
-        self._void_leases(res)
+        # Closed under its holders; they count until they check in (a no-op
+        # now) or the resource is gone.
         self._close(now, res)
 
     def _on_lifetime(self, now: float, rid: int) -> None:
@@ -1599,23 +1598,12 @@ class PoolCore:
             del self.resources[res.rid]
             for kind in list(res.timers):
                 self.timers.cancel(res.timers.pop(kind))
-            self._void_leases(res)
+            res.holders = 0
+            res.leases.clear()
             res.replaces = []
             if res.global_held:
                 res.global_held = False
                 self.effects.append(ReturnSlot(res.rid))
-
-    def _void_leases(self, res: Resource) -> None:
-        """Void `res`'s leases: checking one in is a no-op answering `False`.
-
-        The core takes each lease's one-shot checkin claim itself; a lease
-        whose holder took it first is being checked in (its note is on the
-        way) and is left to that note.
-        """
-        for lease in list(res.leases):
-            if lease.claim_checkin():
-                res.leases.discard(lease)
-                res.holders -= 1
 
     def _timer(self, res: Resource, kind: str, when: float) -> None:
         handle = self.timers.add(when, kind, res.rid)

@@ -141,7 +141,8 @@ class Pool(FacadeBase[K, T]):
         """Give `lease` back; `broken=True` retires its resource.
 
         Never waits for the supervisor. Returns `False` if it was already
-        checked in.
+        checked in (a first checkin after `drain_timeout` closed the resource,
+        or after the pool closed, returns `True` and changes nothing).
 
         Raises:
             ValueError: the lease is of another pool.

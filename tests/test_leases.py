@@ -632,10 +632,13 @@ def test_drain_timeout_closes_a_retiring_resource_anyway(
         assert (stats.drain_timeouts, stats.retiring, stats.holders) == (1, 0, 0)
         (event,) = events(logs, "pool.resource.drain_timeout")
         assert (event["key"], event["holders"], event["drain_timeout"]) == ("a", 1, 5)
-        assert pool.checkin(lease) is False  # nothing left to give back
+        assert pool.checkin(lease) is True  # its first checkin: a no-op now
+        assert pool.checkin(lease) is False
 
 
-def test_a_drain_timeout_voids_the_leases_at_once(rec: Rec, clock: list[float]) -> None:
+def test_a_late_checkin_after_a_drain_timeout_changes_nothing(
+    rec: Rec, clock: list[float]
+) -> None:
     gate = rec.close_gates["a"] = threading.Event()  # its close() takes a while
     with new_pool(rec, max_holders=1, drain_timeout=5) as pool:
         try:
@@ -645,9 +648,13 @@ def test_a_drain_timeout_voids_the_leases_at_once(rec: Rec, clock: list[float]) 
             settle(pool)
             stats = pool.stats()
             assert (stats.drain_timeouts, stats.closing) == (1, 1)
-            # Closed under its holder: the lease is void, though close() runs on.
-            assert stats.holders == 0
+            # Closed under its holder, whose late checkin is the lease's first
+            # (True) and changes nothing but the count: close() runs on.
+            assert stats.holders == 1
+            assert pool.checkin(lease) is True
             assert pool.checkin(lease) is False
+            after = pool.stats()
+            assert (after.holders, after.closing) == (0, 1)
         finally:
             gate.set()
         wait_for(lambda: pool.stats().open_resources == 0)
@@ -672,7 +679,7 @@ def test_close_drains_held_resources(rec: Rec) -> None:
     assert not closer.is_alive()
     assert lease.resource.closed == 1 and lease.resource.under_holder == []
     assert pool.closed
-    assert pool.checkin(lease) is False  # a closed pool: nothing to give back
+    assert pool.checkin(lease) is False  # checked in above already
 
 
 def test_close_closes_held_resources_after_drain_timeout(rec: Rec) -> None:
@@ -683,6 +690,7 @@ def test_close_closes_held_resources_after_drain_timeout(rec: Rec) -> None:
     assert lease.resource.closed == 1
     assert pool.closed
     assert [e["key"] for e in events(logs, "pool.resource.drain_timeout")] == ["a"]
+    assert pool.checkin(lease) is True  # its first checkin: a no-op on a closed pool
     assert pool.checkin(lease) is False
 
 
