@@ -51,13 +51,8 @@ def _check_key(key: object) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Acquire:
-    """Get the resource for ``key``, creating it if needed; reply: the resource.
-
-    ``timeout`` bounds the whole acquire, queueing and creation: ``None``
-    waits forever, ``0`` never queues for a slot. The caller's structlog
-    context variables are taken when the message is made and travel with it.
-    """
+class _Request:
+    """What `Acquire` and `Checkout` share: a key, a timeout, the caller's context."""
 
     key: Hashable
     timeout: float | None = None
@@ -71,22 +66,24 @@ class Acquire:
 
 
 @dataclass(frozen=True, slots=True)
-class Checkout:
-    """Hold one resource of `key` until it is checked in; reply: a `Lease`.
+class Acquire(_Request):
+    """Get the shared resource for `key`, creating it if needed; reply: the
+    resource.
 
-    `timeout` bounds the whole checkout as for `Acquire`; `None` uses the
-    pool's `acquire_timeout`. The caller's structlog context travels with it.
+    `timeout` bounds the whole acquire, queueing and creation: `None` uses
+    the pool's `acquire_timeout` (default: wait forever), `0` never queues
+    for a slot. The caller's structlog context variables are taken when the
+    message is made and travel with it.
     """
 
-    key: Hashable
-    timeout: float | None = None
-    context: dict[str, Any] = field(
-        default_factory=get_contextvars, compare=False, repr=False
-    )
 
-    def __post_init__(self) -> None:
-        _check_key(self.key)
-        _check_timeout(self.timeout)
+@dataclass(frozen=True, slots=True)
+class Checkout(_Request):
+    """Hold one resource of `key` until it is checked in; reply: a `Lease`.
+
+    `timeout` bounds the whole checkout as for `Acquire`. The caller's
+    structlog context travels with it.
+    """
 
 
 @dataclass(frozen=True, slots=True)
