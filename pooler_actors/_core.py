@@ -60,6 +60,9 @@ __all__ = [
     "IN",
     "NO_KEY",
     "OUT",
+    "POLLING",
+    "QUIET",
+    "WOKEN",
     "Caller",
     "KeyEntry",
     "PoolCore",
@@ -141,6 +144,13 @@ class KeyEntry:
     idle: list[Resource] = field(default_factory=list)  # exclusive: free to take
 
 
+QUIET, POLLING, WOKEN = 0, 1, 2
+"""`Published.noted`: the next note wakes the supervisor (`QUIET`); it reads
+the notes every few milliseconds, so only an urgent note wakes it
+(`POLLING`); a `Notes` message is on its way (`WOKEN`). See rule 6 of
+[_fastpath][pooler_actors._fastpath]."""
+
+
 class Published:
     """What the core publishes for callers' own threads (the hit path).
 
@@ -179,8 +189,8 @@ class Published:
         self.notes: deque[tuple[Any, ...]] = deque()
         #: Keys of hits with no debug context: the cheapest note of all.
         self.hits: deque[Hashable] = deque()
-        #: A `Notes` message is on its way to the supervisor.
-        self.noted = False
+        #: How the supervisor learns of new notes: `QUIET`, `POLLING`, `WOKEN`.
+        self.noted = QUIET
 
 
 #: The kinds of note the hit path leaves (see `PoolCore.notes`).

@@ -41,14 +41,19 @@ CPython (3.13t/3.14t), whose built-in containers lock internally:
    (`waiting`), the hit path neither takes from nor gives back to its idle
    list, so the core hands freed resources out in FIFO order. A caller that
    read `waiting` before a caller was queued arrived before it.
-6. A note is appended before `noted` is read, and a caller that reads
-   `noted` false sets it and wakes the supervisor (a `Notes` message); the
-   supervisor clears `noted` before it drains the notes. So every note is
-   drained by the `Notes` message in flight or by the one its own caller
-   sends, and at most one message per racing caller is queued: the mailbox
-   stays bounded however many hits there are. The supervisor also reads the
-   notes before each message it handles, so one caller's notes reach the
-   core before its later requests, in its order.
+6. A note is appended before `noted` is read; a caller that reads it low
+   enough sets it to `WOKEN` and wakes the supervisor (a `Notes` message).
+   While callers are busy the supervisor polls instead of being woken: on a
+   `Notes` message it sets `POLLING` (before it reads the notes), and while
+   `POLLING` it reads them every `POLL` seconds and before each message it
+   handles. An ordinary note wakes it only when `QUIET`; an urgent one (a
+   hand-over, a broken resource, one handed back, a checkin while callers
+   are queued: someone waits on it) whenever it is not `WOKEN`. A poll that
+   finds no note sets `QUIET`, then reads the notes once more. So no note is
+   stranded, no urgent note waits for a poll, and at most one `Notes`
+   message per racing caller is queued: the mailbox stays bounded however
+   many hits there are. One caller's notes reach the core before its later
+   requests, in its order.
 7. Shared leases (`max_holders=None`): a caller appends its lease to
    `res.tokens`, then reads `retired`; the core sets `retired`, then reads
    `tokens`. One of them sees the other (the order of these operations is
@@ -65,10 +70,26 @@ from typing import Any
 
 from structlog.contextvars import get_contextvars
 
-from pooler_actors._core import BACK, BROKEN, HANDOVER, HIT, IN, OUT, Published
+from pooler_actors._core import (
+    BACK,
+    BROKEN,
+    HANDOVER,
+    HIT,
+    IN,
+    OUT,
+    POLLING,
+    QUIET,
+    WOKEN,
+    Published,
+)
 from pooler_actors.lease import Lease
 
-__all__ = ["MISS", "checkin", "checkout", "drain", "hit"]
+__all__ = ["MISS", "POLL", "checkin", "checkout", "drain", "hit", "poll"]
+
+POLL = 0.005
+"""How often, in seconds, the supervisor reads notes while `POLLING` (rule 6):
+a few milliseconds of lag for stats and idle times, against a thread switch
+per lease cycle when callers wake it instead."""
 
 MISS: Any = object()
 """The hit path could not serve this request: ask the supervisor."""
@@ -77,10 +98,12 @@ Probe = Callable[[], bool]
 Wake = Callable[[], None]
 
 
-def _note(pub: Published, note: tuple[Any, ...], wake: Wake) -> None:
+def _note(
+    pub: Published, note: tuple[Any, ...], wake: Wake, urgent: bool = False
+) -> None:
     pub.notes.append(note)
-    if not pub.noted:  # rule 6: read after the append
-        pub.noted = True
+    if pub.noted < (WOKEN if urgent else POLLING):  # rule 6: after the append
+        pub.noted = WOKEN
         wake()
 
 
@@ -106,8 +129,8 @@ def hit(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
         pub.notes.append((HIT, key, get_contextvars()))
     else:
         pub.hits.append(key)
-    if not pub.noted:  # rule 6: read after the append
-        pub.noted = True
+    if not pub.noted:  # rule 6: read after the append; QUIET is 0
+        pub.noted = WOKEN
         wake()
     return res.obj
 
@@ -137,7 +160,7 @@ def _take_idle(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
     except IndexError:
         return MISS
     if res.retired:  # rule 4
-        _note(pub, (BACK, res), wake)
+        _note(pub, (BACK, res), wake, urgent=True)
         return MISS
     lease = Lease(key, res.obj, pool=pub.pool_id, rid=res.rid, lid=0, handle=res)
     _note(pub, (OUT, res, context, lease), wake)
@@ -153,7 +176,7 @@ def _take_shared(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any
     tokens.append(lease)  # rule 7: the token first...
     if res.retired:  # ...then the flag
         tokens.remove(lease)
-        _note(pub, (BACK, res), wake)
+        _note(pub, (BACK, res), wake, urgent=True)
         return MISS
     _note(pub, (OUT, res, get_contextvars() if debug() else None, lease), wake)
     return lease
@@ -173,26 +196,40 @@ def checkin(pub: Published, lease: Lease[Any, Any], broken: bool, wake: Wake) ->
     res: Any = lease.handle
     if pub.exclusive:
         if broken:
-            _note(pub, (BROKEN, res, lease), wake)
+            _note(pub, (BROKEN, res, lease), wake, urgent=True)
         elif res.retired or lease.key in pub.waiting:  # rules 4 and 5
-            _note(pub, (HANDOVER, res, lease), wake)
+            _note(pub, (HANDOVER, res, lease), wake, urgent=True)
         else:
             res.home.append(res)  # rule 3: idle again
-            _note(pub, (IN, res, lease), wake)
+            # Callers queued for a slot may get it by a reclaim: urgent.
+            _note(pub, (IN, res, lease), wake, urgent=bool(pub.waiting))
         return True
     try:  # noqa: SIM105 - contextlib.suppress costs more on this hot path
         res.tokens.remove(lease)  # a hit-path lease of a shared pool
     except ValueError:
         pass  # granted by the core: counted there
-    _note(pub, (BROKEN if broken else IN, res, lease), wake)
+    urgent = broken or res.retired or bool(pub.waiting)  # someone waits on it
+    _note(pub, (BROKEN if broken else IN, res, lease), wake, urgent)
     return True
 
 
-def drain(pub: Published) -> tuple[list[tuple[Any, ...]], list[Hashable]]:
-    """The notes and hits left so far, for the supervisor (see rule 6)."""
-    pub.noted = False  # before draining: a note appended after is woken for
+def drain(
+    pub: Published, *, woken: bool = False
+) -> tuple[list[tuple[Any, ...]], list[Hashable]]:
+    """The notes and hits left so far, for the supervisor; `woken` when it
+    handles a `Notes` message (rule 6)."""
+    if woken:
+        pub.noted = POLLING  # before draining: an urgent note after wakes us
     notes, hits = pub.notes, pub.hits
     return (
         [notes.popleft() for _ in range(len(notes))],
         [hits.popleft() for _ in range(len(hits))],
     )
+
+
+def poll(pub: Published) -> tuple[list[tuple[Any, ...]], list[Hashable]]:
+    """The notes and hits that came while the supervisor's mailbox stayed
+    empty for `POLL`; if none came, callers wake it from now on (rule 6)."""
+    if pub.noted == POLLING and not (pub.notes or pub.hits):
+        pub.noted = QUIET  # then look once more: a note may have come since
+    return drain(pub)

@@ -13,7 +13,7 @@ from typing import Any, Generic, Self, cast, overload
 from structlog.contextvars import get_contextvars
 
 from pooler_actors import _fastpath as fastpath
-from pooler_actors._core import HIT
+from pooler_actors._core import HIT, WOKEN
 from pooler_actors._facade import FacadeBase, K, T
 from pooler_actors._fastpath import MISS
 from pooler_actors._future import PoolFuture
@@ -113,8 +113,8 @@ class Pool(FacadeBase[K, T]):
                     pub.notes.append((HIT, key, get_contextvars()))
                 else:
                     pub.hits.append(key)
-                if not pub.noted:  # _fastpath, rule 6
-                    pub.noted = True
+                if not pub.noted:  # _fastpath, rule 6 (QUIET is 0)
+                    pub.noted = WOKEN
                     self._ref.wake()
                 return cast(T, res.obj)
         value = self._hit(key, timeout)

@@ -123,7 +123,7 @@ class PoolSupervisor(PoolActor):
             Unwatch: lambda t, m, r: self._watch(m.watcher, r, add=False),
             im.Withdraw: lambda t, m, r: c.give_up(t, m.future.cid),
             im.HealthTick: lambda t, m, r: c.health_check(t),
-            im.Notes: lambda t, m, r: None,  # a wake-up: the loop read the notes
+            im.Notes: lambda t, m, r: self._notes(t, woken=True),
             im.Resume: lambda t, m, r: c.resume(t),
             im.Ready: lambda t, m, r: c.ready(t, m.rid, m.attempt, m.resource),
             im.Failed: lambda t, m, r: c.failed(t, m.rid, m.attempt, m.error),
@@ -180,9 +180,13 @@ class PoolSupervisor(PoolActor):
                 self._step(self._core.advance)
                 continue
             wait = _MAX_WAIT if deadline is None else min(deadline - now, _MAX_WAIT)
+            if pub.noted:  # POLLING (or WOKEN): notes are read every POLL, rule 6
+                wait = min(wait, fastpath.POLL)
             try:
                 envelope = inbox.get(timeout=wait)
             except queue.Empty:
+                if pub.noted:
+                    self._step(lambda now: self._notes(now, poll=True))
                 continue
             if pub.notes or pub.hits:  # a caller's notes precede its messages
                 self._step(self._notes)
@@ -248,9 +252,10 @@ class PoolSupervisor(PoolActor):
         if reply is not None:
             reply.try_set(None)
 
-    def _notes(self, now: float) -> None:
-        self._core.debug = self._events.debug_known()  # only what is logged
-        self._core.notes(now, *fastpath.drain(self._core.published))
+    def _notes(self, now: float, *, woken: bool = False, poll: bool = False) -> None:
+        pub, self._core.debug = self._core.published, self._events.debug_known()
+        read = fastpath.poll(pub) if poll else fastpath.drain(pub, woken=woken)
+        self._core.notes(now, *read)  # logs debug events only if they are on
         self._core.debug = True
 
     def _closed(self, now: float, msg: im.Closed, _reply: object) -> None:

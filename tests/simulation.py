@@ -82,6 +82,9 @@ from pooler_actors._core import (
     HIT,
     IN,
     OUT,
+    POLLING,
+    QUIET,
+    WOKEN,
     KeyEntry,
     PoolCore,
     Published,
@@ -104,6 +107,7 @@ _LIVE = (Phase.RESERVING, Phase.CREATING, Phase.OPEN)  # may be in the key map
 _GRANTS = ("acquire", "checkout")
 _CHECKINS = (IN, HANDOVER, BROKEN)
 _IN_SERVICE = (Phase.OPEN, Phase.RETIRING)
+_URGENT = (HANDOVER, BROKEN, BACK)  # notes that always wake a polling supervisor
 # What callers' operations race with each kind of the core's (rules 2-7): a
 # caller stopped before one of these goes first more often.
 _RIVALS = {
@@ -364,13 +368,13 @@ class SimPublished(Published):
         self.waiting = SimSet(sim)
         self.notes = SimDeque(sim)
 
-    def _get_noted(self) -> bool:
+    def _get_noted(self) -> int:
         self.sim.point("noted", "read")
-        value: bool = _NOTED.__get__(self)
+        value: int = _NOTED.__get__(self)
         self.sim.after_noted(value)
         return value
 
-    def _set_noted(self, value: bool) -> None:
+    def _set_noted(self, value: int) -> None:
         self.sim.point("noted", "write")
         _NOTED.__set__(self, value)
 
@@ -432,6 +436,21 @@ class SimLease(Lease[Any, Any]):
         self._once = SimList(_sim(), "once", self, [True])
 
 
+def _urgent_note(note: Callable[..., None]) -> Callable[..., None]:
+    """`_fastpath._note`, telling the strand whether its note is urgent: the
+    simulator then knows whether reading `noted` ends its part (rule 6)."""
+
+    def urgent_note(
+        pub: Published, item: tuple[Any, ...], wake: Any, urgent: bool = False
+    ) -> None:
+        strand = _sim().running
+        if strand is not None:
+            strand.urgent = urgent
+        note(pub, item, wake, urgent)
+
+    return urgent_note
+
+
 def _retired(res: Resource) -> bool:
     """`res.retired`, read by the simulator itself (no step)."""
     value: bool = _RETIRED.__get__(res)
@@ -479,6 +498,7 @@ class Strand:
         self.retired_at_take = False  # `retired` when it popped or tokened it
         self.waiting_tick = -1  # when it read `waiting`
         self.noting = False  # between its note's append and its wake (or not)
+        self.urgent = False  # the note it appends now is urgent (rule 6)
         self.claimed = False
         self.asked: Req | None = None  # its request after a MISS, until answered
         self.speed = 1.0  # how often the scheduler picks it, relatively
@@ -719,6 +739,7 @@ class Sim:
             (core_module, "KeyEntry", SimKeyEntry),
             (core_module, "Lease", SimLease),
             (fastpath, "Lease", SimLease),
+            (fastpath, "_note", _urgent_note(fastpath._note)),
         ]
         saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
         for module, name, value in patches:
@@ -914,7 +935,11 @@ class Sim:
             self._check_deadlines()
             return True
         if not self.inbox:
-            return False
+            if _NOTED.__get__(self.pub) == QUIET:
+                return False  # the supervisor sleeps until a message comes
+            self._note(f"poll ({deque.__len__(self.pub.notes)} notes)")
+            self._feed("poll", self._poll_event)
+            return True
         match self.inbox.popleft():
             case ("req", req):
                 self._read(req)
@@ -1734,8 +1759,13 @@ class Sim:
             )
 
     def _notes_event(self, now: float) -> None:
-        """The supervisor's `_notes`: drain the notes, feed them to the core."""
-        self.core.notes(now, *fastpath.drain(self.pub))
+        """The supervisor handles a `Notes` message: it polls from now on, and
+        feeds the notes to the core."""
+        self.core.notes(now, *fastpath.drain(self.pub, woken=True))
+
+    def _poll_event(self, now: float) -> None:
+        """The supervisor's mailbox stayed empty for `POLL` while it polls."""
+        self.core.notes(now, *fastpath.poll(self.pub))
 
     def _counted(self, notes: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
         """The drained notes, as the core reads them: a broken checkin counts
@@ -1844,10 +1874,13 @@ class Sim:
         else:
             self.expect[rid] -= 1
 
-    def after_noted(self, value: bool) -> None:
+    def after_noted(self, value: int) -> None:
         strand = self.running
-        if strand is not None and value:
-            strand.noting = False  # a Notes message is on its way
+        if strand is None or not strand.noting:
+            return
+        urgent, strand.urgent = strand.urgent, False
+        if value >= (WOKEN if urgent else POLLING):
+            strand.noting = False  # a Notes message is on its way, or a poll
 
     def after_retired(self, res: Resource, value: bool) -> None:
         strand = self.running
@@ -2361,19 +2394,24 @@ class Sim:
                 raise Violation(f"view shows resource {res.rid} ({state}) when {when}")
 
     def _check_notes(self) -> None:
-        """Every note is drained: a `Notes` message is on its way for it (rule 6)."""
+        """Every note is drained (rule 6): the supervisor polls, or a `Notes`
+        message is on its way; for an urgent note, a `Notes` message."""
         if self.stopped:
             return  # the mailbox is closed: notes left are moot
         pub = self.pub
+        noted = _NOTED.__get__(pub)
         sending = self.notes_msgs or any(s.noting for s in self.strands)
-        if deque.__len__(pub.notes) and not sending:
-            kinds = [n[0] for n in deque.__iter__(pub.notes)]
+        kinds = [n[0] for n in deque.__iter__(pub.notes)]
+        if kinds and not sending and noted != POLLING:
             raise Violation(
-                f"notes {kinds} stranded: no Notes message on its way "
-                f"(noted={_NOTED.__get__(pub)})"
+                f"notes {kinds} stranded: the supervisor does not poll and no "
+                f"Notes message is on its way (noted={noted})"
             )
-        if _NOTED.__get__(pub) and not sending:
-            raise Violation("noted is set, and no Notes message is on its way")
+        urgent = [k for k in kinds if k in _URGENT]
+        if urgent and not sending:
+            raise Violation(f"urgent notes {urgent} wait for a poll (noted={noted})")
+        if noted == WOKEN and not sending:
+            raise Violation("noted is WOKEN, and no Notes message is on its way")
 
     def _busy_rids(self, pending: _Pending) -> set[int]:
         """Resources a note or a hit-path call in progress is about."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from pooler_actors import _effects as fx
 from pooler_actors import _fastpath as fastpath
-from pooler_actors._core import IN, PoolCore, Resource
+from pooler_actors._core import IN, WOKEN, PoolCore, Resource
 from pooler_actors._timers import Timers
 from pooler_actors.lease import Lease
 from pooler_actors.options import PoolOptions
@@ -398,7 +398,7 @@ def test_a_checkin_message_comes_after_its_leases_checkout_note() -> None:
     core.effects.clear()
     core.acquire(0.0, 2, "k", None, {}, hold=True)
     (first,) = _take(core, fx.Reply)  # a lease by message: counted at once
-    core.published.noted = True  # another caller's `Notes` is on its way
+    core.published.noted = WOKEN  # another caller's `Notes` is on its way
     second = fastpath.checkout(core.published, "k", _no_debug, _wake)
     assert isinstance(second, Lease)  # its OUT note is not read yet
     core.release(1.0, 3, "k")  # retired, with two holders

@@ -20,7 +20,15 @@ import simulation
 from simulation import SimResult, run_seed, run_seeds
 
 from pooler_actors import _fastpath as fastpath
-from pooler_actors._core import OUT, KeyEntry, PoolCore, Published, Resource
+from pooler_actors._core import (
+    OUT,
+    POLLING,
+    QUIET,
+    KeyEntry,
+    PoolCore,
+    Published,
+    Resource,
+)
 
 SIMULATION = Path(simulation.__file__)
 FIXED_SEEDS = range(120)
@@ -194,22 +202,58 @@ def test_the_simulation_catches_a_core_closing_what_it_did_not_take(
     )
 
 
-def test_the_simulation_catches_a_drain_that_clears_noted_last(
+def test_the_simulation_catches_a_notes_message_read_before_polling_is_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Rule 6: the supervisor clears `noted` before it drains; here after, so
-    a note left meanwhile sees `noted` set, sends nothing, and is stranded."""
+    """Rule 6: on a `Notes` message the supervisor sets `POLLING`, then
+    drains; here the other way round, so an urgent note left between the two
+    sees `WOKEN`, sends nothing, and waits for the next poll."""
 
-    def drain(pub: Published) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    def drain(pub: Published, *, woken: bool = False) -> tuple[list[Any], list[Any]]:
         notes, hits = pub.notes, pub.hits
         taken = [notes.popleft() for _ in range(len(notes))]
         keys = [hits.popleft() for _ in range(len(hits))]
-        pub.noted = False  # after draining
+        if woken:
+            pub.noted = POLLING  # after draining
         return taken, keys
 
     monkeypatch.setattr(fastpath, "drain", drain)
     found = _first_violation(SEARCH_SEEDS)
+    assert "wait for a poll" in str(found.violation)
+
+
+def test_the_simulation_catches_a_poll_that_goes_quiet_after_its_last_look(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 6: a poll that found no note sets `QUIET`, then looks once more;
+    here it looks, then sets `QUIET`, so a note left between the two sees
+    `POLLING`, sends nothing, and is stranded."""
+
+    def poll(pub: Published) -> tuple[list[Any], list[Any]]:
+        quiet = pub.noted == POLLING and not (pub.notes or pub.hits)
+        read = fastpath.drain(pub)
+        if quiet:
+            pub.noted = QUIET  # after the last look
+        return read
+
+    monkeypatch.setattr(fastpath, "poll", poll)
+    found = _first_violation(SEARCH_SEEDS)
     assert "stranded" in str(found.violation)
+
+
+def test_the_simulation_catches_an_urgent_note_that_waits_for_a_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 6: a note someone waits on (a hand-over, a broken checkin, a
+    resource handed back) wakes a polling supervisor; here no note does."""
+    note = fastpath._note
+
+    def lazy(pub: Published, item: Any, wake: Any, urgent: bool = False) -> None:
+        note(pub, item, wake, False)
+
+    monkeypatch.setattr(fastpath, "_note", lazy)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "wait for a poll" in str(found.violation)
 
 
 def test_the_simulation_catches_a_shared_checkout_reading_the_flag_first(
