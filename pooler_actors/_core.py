@@ -169,6 +169,7 @@ class Published:
         "notes",
         "pool_id",
         "shared",
+        "starved",
         "view",
         "waiting",
     )
@@ -185,6 +186,9 @@ class Published:
         self.idle: dict[Hashable, list[Resource]] = {}
         #: Keys with callers queued in the core: the hit path stays out of them.
         self.waiting: set[Hashable] = set()
+        #: Callers wait for a slot: an idle resource may be reclaimed for them,
+        #: so a checkin is urgent news (rule 6).
+        self.starved = False
         #: What callers did on the hit path, for the core (appended by callers).
         self.notes: deque[tuple[Any, ...]] = deque()
         #: Keys of hits with no debug context: the cheapest note of all.
@@ -1292,6 +1296,7 @@ class PoolCore:
             if entry is not None and entry.waiters:
                 self._serve_key(now, entry)
         self._wake(now)
+        self.published.starved = bool(self.slots)
         if self.slots and self.used >= self.cap and self.options.reclaim_idle:
             self._reclaim(now)
         if self.closing is not None and not self.used and not self.stopped:

@@ -47,8 +47,9 @@ CPython (3.13t/3.14t), whose built-in containers lock internally:
    `Notes` message it sets `POLLING` (before it reads the notes), and while
    `POLLING` it reads them every `POLL` seconds and before each message it
    handles. An ordinary note wakes it only when `QUIET`; an urgent one (a
-   hand-over, a broken resource, one handed back, a checkin while callers
-   are queued: someone waits on it) whenever it is not `WOKEN`. A poll that
+   hand-over, a broken resource, one handed back, a checkin of a retired
+   resource, of a key with queued callers, or while callers wait for a slot:
+   someone waits on it) whenever it is not `WOKEN`. A poll that
    finds no note sets `QUIET`, then reads the notes once more. So no note is
    stranded, no urgent note waits for a poll, and at most one `Notes`
    message per racing caller is queued: the mailbox stays bounded however
@@ -201,14 +202,15 @@ def checkin(pub: Published, lease: Lease[Any, Any], broken: bool, wake: Wake) ->
             _note(pub, (HANDOVER, res, lease), wake, urgent=True)
         else:
             res.home.append(res)  # rule 3: idle again
-            # Callers queued for a slot may get it by a reclaim: urgent.
-            _note(pub, (IN, res, lease), wake, urgent=bool(pub.waiting))
+            # Callers waiting for a slot may get it by a reclaim: urgent.
+            _note(pub, (IN, res, lease), wake, urgent=pub.starved)
         return True
     try:  # noqa: SIM105 - contextlib.suppress costs more on this hot path
         res.tokens.remove(lease)  # a hit-path lease of a shared pool
     except ValueError:
         pass  # granted by the core: counted there
-    urgent = broken or res.retired or bool(pub.waiting)  # someone waits on it
+    # Someone waits on it: a holder place, a close, a reclaim.
+    urgent = broken or res.retired or lease.key in pub.waiting or pub.starved
     _note(pub, (BROKEN if broken else IN, res, lease), wake, urgent)
     return True
 
