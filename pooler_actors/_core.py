@@ -19,6 +19,7 @@ leaves service only through `_retire` and leaves the pool only through
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from collections.abc import Callable, Collection, Hashable, Iterable
@@ -29,6 +30,7 @@ from pooler_actors._effects import (
     Abandon,
     CancelSlot,
     Close,
+    Delivered,
     Effect,
     Fail,
     Log,
@@ -55,6 +57,7 @@ from pooler_actors.stats import COUNTERS, Stats
 __all__ = [
     "BACK",
     "BROKEN",
+    "GIVEN",
     "HANDOVER",
     "HIT",
     "IN",
@@ -98,6 +101,8 @@ class Caller:
     in_slots: bool = False  # in the slot queue now
     joined: Resource | None = None  # the creation it waits for
     timer: int | None = None
+    handoff: bool = False  # its cid is in `Published.queue`: a checkin may serve it
+    taken: bool = False  # a checkin on the hit path took it (rule 9)
     answered: float = -1.0  # when a grant was sent
 
 
@@ -162,12 +167,14 @@ class Published:
     """
 
     __slots__ = (
+        "claim",
         "exclusive",
         "hits",
         "idle",
         "noted",
         "notes",
         "pool_id",
+        "queue",
         "shared",
         "starved",
         "view",
@@ -189,6 +196,12 @@ class Published:
         #: Callers wait for a slot: an idle resource may be reclaimed for them,
         #: so a checkin is urgent news (rule 6).
         self.starved = False
+        #: Exclusive mode: key -> the numbers (cids) of its queued callers, in
+        #: order, that a checkin may hand its resource to (rule 9).
+        self.queue: dict[Hashable, deque[int]] = {}
+        #: Set by the shell: claim caller `cid`'s reply, `None` if it gave up;
+        #: else the function that settles it (see `PoolFuture.claim`).
+        self.claim: Callable[[int], Callable[[Any], None] | None] = _nobody
         #: What callers did on the hit path, for the core (appended by callers).
         self.notes: deque[tuple[Any, ...]] = deque()
         #: Keys of hits with no debug context: the cheapest note of all.
@@ -197,9 +210,14 @@ class Published:
         self.noted = QUIET
 
 
+def _nobody(_cid: int) -> None:
+    """`Published.claim` until the shell sets its own: no reply to claim."""
+    return None
+
+
 #: The kinds of note the hit path leaves (see `PoolCore.notes`).
 HIT, OUT, IN, BACK = "hit", "out", "in", "back"
-HANDOVER, BROKEN = "handover", "broken"
+HANDOVER, BROKEN, GIVEN = "handover", "broken", "given"
 
 
 @dataclass(eq=False, slots=True)
@@ -596,6 +614,8 @@ class PoolCore:
             self._sweep = None
         error = PoolClosedError(self.name)
         for caller in list(self.callers.values()):
+            if not self._take_waiter(caller):
+                continue  # served by a checkin: its GIVEN note is on its way
             del self.callers[caller.cid]
             self._drop(now, caller)
             self.effects.append(Fail(caller.cid, error))
@@ -811,9 +831,10 @@ class PoolCore:
         self._pump(now)
 
     def _on_deadline(self, now: float, cid: int) -> None:
-        caller = self.callers.pop(cid, None)
-        if caller is None:
-            return
+        caller = self.callers.get(cid)
+        if caller is None or not self._take_waiter(caller):
+            return  # answered, or served by a checkin (a GIVEN note is coming)
+        del self.callers[cid]
         caller.timer = None
         self.n["timeouts"] += 1
         waited = self._drop(now, caller)
@@ -1119,6 +1140,8 @@ class PoolCore:
         `(BROKEN, res, lease)`: a lease was checked in as broken (exclusive:
         `res` left to the core).
         `(BACK, res)`: a checkout found `res` retired and left it unused.
+        `(GIVEN, res, lease, given, cid)`: `lease` was checked in, and `res`
+        handed on to queued caller `cid` as `given` (rule 9).
         `hits`: keys of `acquire()` hits noted without a context.
         """
         n = self.n
@@ -1150,6 +1173,8 @@ class PoolCore:
             elif kind == BACK:
                 if res.phase is Phase.RETIRING:
                     self._drained(now, res, owned=self._exclusive)
+            elif kind == GIVEN:
+                self._given(now, res, *note[2:])
             else:  # a checkin: IN, HANDOVER or BROKEN
                 if note[2] not in res.leases:
                     continue  # voided by a drain timeout: it counts no more
@@ -1187,6 +1212,47 @@ class PoolCore:
                     break
         self._pump(now)
 
+    def _given(
+        self, now: float, res: Resource, lease: Lease[Any, Any], given: Any, cid: int
+    ) -> None:
+        """A checkin handed `res` straight to queued caller `cid` (rule 9):
+        one holder for another, and the caller answered."""
+        self.n["checkouts"] += 1
+        res.last_used = now
+        if lease in res.leases:  # else voided by a drain timeout: so is `given`
+            res.leases.discard(lease)
+            res.leases.add(given)
+        caller = self.callers.pop(cid, None)
+        if caller is None:  # pragma: no cover - taken callers wait for this
+            return
+        self.timers.cancel(caller.timer)
+        self._unqueue(caller)
+        caller.joined = None
+        caller.answered = now
+        waited = self._waited(now, caller)
+        self._log(
+            "debug", "pool.acquire.granted", caller.key, caller.context, wait_s=waited
+        )
+        self.effects.append(Delivered(cid))
+
+    def _take_waiter(self, caller: Caller) -> bool:
+        """Take queued `caller` out of the hit path's reach before the core
+        serves, joins or fails it (rule 9); `False` if a checkin took it
+        first: it leaves the queue, and its `GIVEN` note (or its withdrawal)
+        is on its way."""
+        if caller.taken:
+            return False
+        if not caller.handoff:
+            return True
+        caller.handoff = False
+        try:
+            self.published.queue[caller.key].remove(caller.cid)
+        except ValueError:
+            caller.taken = True
+            self._unqueue(caller)
+            return False
+        return True
+
     def _join(self, caller: Caller, res: Resource) -> None:
         caller.joined = res
         res.joiners.append(caller)
@@ -1195,6 +1261,9 @@ class PoolCore:
         caller.waiting = True
         self.queued += 1
         entry.waiters[caller.cid] = caller
+        if self._exclusive and caller.hold:
+            caller.handoff = True
+            self.published.queue.setdefault(entry.key, deque()).append(caller.cid)
         self.published.waiting.add(entry.key)
         if slot:
             caller.in_slots = True
@@ -1204,6 +1273,10 @@ class PoolCore:
         if caller.in_slots:
             caller.in_slots = False
             del self.slots[caller]
+        if caller.handoff:  # it gave up: a checkin that took it finds it so
+            caller.handoff = False
+            with contextlib.suppress(ValueError):
+                self.published.queue[caller.key].remove(caller.cid)
         if caller.waiting:
             caller.waiting = False
             self.queued -= 1
@@ -1211,6 +1284,7 @@ class PoolCore:
             del entry.waiters[caller.cid]
             if not entry.waiters:
                 self.published.waiting.discard(entry.key)
+                self.published.queue.pop(entry.key, None)
             self._forget_if_empty(entry)
 
     def _add_caller(self, caller: Caller) -> None:
@@ -1301,6 +1375,11 @@ class PoolCore:
             self._reclaim(now)
         if self.closing is not None and not self.used and not self.stopped:
             self.stopped = True
+            # Callers left were taken by checkins (rule 9): served, or gone;
+            # their notes and withdrawals are not read any more.
+            for caller in self.callers.values():
+                self.timers.cancel(caller.timer)
+            self.callers.clear()
             self._log("info", "pool.closed", reason=self.closing)
             self.effects.append(Stopped(self.closing))
             for cid in self._close_cids:
@@ -1311,18 +1390,24 @@ class PoolCore:
         """Grant `entry`'s waiters, FIFO, what its resources have room for."""
         serving = True
         room = self._count(entry) < self.options.max_per_key
+        spare = None  # taken from the idle list for a caller a checkin served
         for caller in list(entry.waiters.values()):
             if serving:
-                res = self._best_open(now, entry, caller.hold)
+                res = spare or self._best_open(now, entry, caller.hold)
                 if res is not None:
+                    spare = None
+                    if not self._take_waiter(caller):
+                        spare = res  # for the next one
+                        continue
                     self._answer(
                         now, caller, self._hand(now, res, caller.key, caller.hold)
                     )
                     continue
                 res = self._joinable(entry, caller.hold)
                 if res is not None:
-                    self._unqueue(caller)
-                    self._join(caller, res)
+                    if self._take_waiter(caller):
+                        self._unqueue(caller)
+                        self._join(caller, res)
                     continue
                 serving = False  # FIFO per key: nobody jumps this caller
             if room and not caller.in_slots:
@@ -1331,6 +1416,8 @@ class PoolCore:
             elif not room and caller.in_slots:
                 caller.in_slots = False
                 del self.slots[caller]
+        if spare is not None:  # nobody left to take it
+            self._back_in_service(spare)
 
     def _wake(self, now: float) -> None:
         """Hand free slots to the slot queue, oldest first."""
@@ -1442,8 +1529,9 @@ class PoolCore:
         for caller in list(entry.waiters.values()):
             if not self._has_room(res, caller.hold):
                 break
-            self._unqueue(caller)
-            self._join(caller, res)
+            if self._take_waiter(caller):
+                self._unqueue(caller)
+                self._join(caller, res)
         if self._global:
             self._log("debug", "pool.global.waiting", key, context)
             self._timer(res, "reserve", now + _FLEET_WAIT)

@@ -15,6 +15,7 @@ __all__ = [
     "Abandon",
     "CancelSlot",
     "Close",
+    "Delivered",
     "Effect",
     "Fail",
     "Log",
@@ -41,6 +42,14 @@ class Reply:
     cid: int
     value: Any
     caller: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Caller ``cid`` got its lease from a checkin on the hit path: the shell
+    forgets its reply future."""
+
+    cid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,7 @@ class Stopped:
 
 Effect = (
     Reply
+    | Delivered
     | Fail
     | Start
     | Ping

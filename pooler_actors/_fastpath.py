@@ -62,6 +62,16 @@ CPython (3.13t/3.14t), whose built-in containers lock internally:
    core counts it as a holder and waits for its checkin.
 8. Every checkin is a note, never a round trip: the lease's own one-shot
    claim (`Lease.claim_checkin`, a `list.pop`) says whether it is the first.
+9. A checkin hands its resource straight to the first caller queued for the
+   key (exclusive mode), as the core would, without waking the supervisor
+   first. The core puts a queued checkout's number in `queue[key]` and
+   takes it out (`remove`) before it serves, joins or fails that caller; a
+   checkin takes it with `popleft`: whoever takes the number has the caller.
+   The checkin then claims the caller's reply future (`PoolFuture.claim`:
+   it fails if the caller gave up, and the next number is tried), appends a
+   `GIVEN` note, and only then settles the future: the caller's own later
+   notes come after it. A core that finds a number taken leaves that caller
+   to its note (or to its withdrawal) and serves the next one.
 """
 
 from __future__ import annotations
@@ -74,6 +84,7 @@ from structlog.contextvars import get_contextvars
 from pooler_actors._core import (
     BACK,
     BROKEN,
+    GIVEN,
     HANDOVER,
     HIT,
     IN,
@@ -198,8 +209,11 @@ def checkin(pub: Published, lease: Lease[Any, Any], broken: bool, wake: Wake) ->
     if pub.exclusive:
         if broken:
             _note(pub, (BROKEN, res, lease), wake, urgent=True)
-        elif res.retired or lease.key in pub.waiting:  # rules 4 and 5
+        elif res.retired:  # rule 4
             _note(pub, (HANDOVER, res, lease), wake, urgent=True)
+        elif lease.key in pub.waiting:  # rule 5
+            if not _hand_on(pub, res, lease, wake):
+                _note(pub, (HANDOVER, res, lease), wake, urgent=True)
         else:
             res.home.append(res)  # rule 3: idle again
             # Callers waiting for a slot may get it by a reclaim: urgent.
@@ -213,6 +227,28 @@ def checkin(pub: Published, lease: Lease[Any, Any], broken: bool, wake: Wake) ->
     urgent = broken or res.retired or lease.key in pub.waiting or pub.starved
     _note(pub, (BROKEN if broken else IN, res, lease), wake, urgent)
     return True
+
+
+def _hand_on(pub: Published, res: Any, lease: Lease[Any, Any], wake: Wake) -> bool:
+    """Hand `res` to the first caller queued for its key (rule 9); `False` if
+    none is left to take it."""
+    queue = pub.queue.get(lease.key)
+    while queue:
+        try:
+            cid = queue.popleft()  # rule 9: whoever takes the number serves it
+        except IndexError:
+            return False
+        fulfil = pub.claim(cid)
+        if fulfil is None:
+            continue  # it gave up: its withdrawal reaches the core
+        key = lease.key
+        given = Lease(key, res.obj, pool=pub.pool_id, rid=res.rid, lid=0, handle=res)
+        try:
+            _note(pub, (GIVEN, res, lease, given, cid), wake)
+        finally:  # the caller waits for this, whatever happens here
+            fulfil(given)
+        return True
+    return False
 
 
 def drain(

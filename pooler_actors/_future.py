@@ -23,7 +23,7 @@ import pykka
 if TYPE_CHECKING:
     from pooler_actors._pykka import OptExcInfo
 
-__all__ = ["PoolFuture"]
+__all__ = ["PoolFuture", "Replies"]
 
 T = TypeVar("T")
 
@@ -31,6 +31,8 @@ _TIMEOUT_MAX = threading.TIMEOUT_MAX
 _PENDING = 0
 _VALUE = 1
 _ERROR = 2
+_CLAIMED = 3  # a checkin on the hit path settles it next (`claim`)
+_OPEN = (_PENDING, _CLAIMED)
 
 
 class PoolFuture(pykka.Future[T]):
@@ -49,6 +51,7 @@ class PoolFuture(pykka.Future[T]):
         self._value: Any = None
         self._error: BaseException | None = None
         self._callbacks: list[Callable[[PoolFuture[T]], None]] | None = None
+        self._user_callbacks = False
         self.withdrawn = False
         #: Called once when the caller gives up (set by the pool's ref: it
         #: tells the supervisor, which drops the caller from its queues).
@@ -57,7 +60,7 @@ class PoolFuture(pykka.Future[T]):
         self.cid = 0
 
     def __repr__(self) -> str:
-        state = ("pending", "value", "error")[self._state]
+        state = ("pending", "value", "error", "claimed")[self._state]
         return f"<PoolFuture {state}{' withdrawn' if self.withdrawn else ''}>"
 
     @classmethod
@@ -76,7 +79,7 @@ class PoolFuture(pykka.Future[T]):
         """Wait for the value; raise the error, or ``pykka.Timeout``."""
         if self._get_hook is not None:
             return super().get(timeout=timeout)
-        if self._state == _PENDING:
+        if self._state in _OPEN:
             # A lock wait overflows past TIMEOUT_MAX (~292 years); cap it there.
             wait = -1.0 if timeout is None else min(max(0.0, timeout), _TIMEOUT_MAX)
             if not self._done.acquire(timeout=wait):
@@ -107,6 +110,27 @@ class PoolFuture(pykka.Future[T]):
             error = exc_info[0]()
         self._settle(_ERROR, None, error)
 
+    def claim(self) -> bool:
+        """Reserve the settling for the caller of `fulfil`, which must follow
+        at once; `False` if settled, withdrawn, claimed, or a user's
+        done-callback waits (it would run in the claimer's thread).
+
+        A checkin on the hit path hands its resource straight to a caller
+        queued for the key this way (see `_fastpath`, rule 9): it claims the
+        caller's future, notes the hand-over for the supervisor, then fulfils
+        it, so the caller's later notes follow that one. A withdrawal fails
+        meanwhile; the caller then waits for the value, a moment away.
+        """
+        with self._guard:
+            if self._state != _PENDING or self._user_callbacks:
+                return False
+            self._state = _CLAIMED
+            return True
+
+    def fulfil(self, value: Any) -> None:
+        """Settle a future this thread claimed with `value`."""
+        self._settle(_VALUE, value, None, claimed=True)
+
     def withdraw(self, error: BaseException) -> bool:
         """Give up: settle with ``error`` unless already settled.
 
@@ -127,13 +151,14 @@ class PoolFuture(pykka.Future[T]):
         its own, never on the pool's: a callback that blocks, or that calls
         back into the pool, cannot stall or deadlock it.
         """
+        self._user_callbacks = True  # before it is added: see `claim`
         self._on_done(lambda future: _off_pool_thread(fn, future))
 
     def _on_done(self, fn: Callable[[PoolFuture[T]], None]) -> None:
         """Call `fn(self)` once settled, in the settling thread: ours only,
         for callbacks that never block (waking an event loop)."""
         with self._guard:
-            if self._state == _PENDING:
+            if self._state in _OPEN:
                 if self._callbacks is None:
                     self._callbacks = []
                 self._callbacks.append(fn)
@@ -146,9 +171,10 @@ class PoolFuture(pykka.Future[T]):
         value: Any,
         error: BaseException | None,
         withdraw: bool = False,
+        claimed: bool = False,
     ) -> bool:
         with self._guard:
-            if self._state != _PENDING:
+            if self._state != (_CLAIMED if claimed else _PENDING):
                 return False
             self._value = value
             self._error = error
@@ -221,3 +247,27 @@ def _off_pool_thread(
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
+    """The supervisor's reply futures by request number (cid), each with
+    whether a grant it could not deliver goes back to the core."""
+
+    def claim(self, cid: int) -> Callable[[Any], None] | None:
+        """`Published.claim`: the `fulfil` of request `cid`'s future, claimed;
+        `None` if its caller gave up. Called in a caller's thread: a checkin
+        handing its resource on (`_fastpath`, rule 9)."""
+        entry = self.get(cid)
+        if entry is None or not entry[0].claim():
+            return None
+        return entry[0].fulfil
+
+    def forget(self, cid: int) -> None:
+        """Request `cid` was answered by a checkin (`Delivered`)."""
+        self.pop(cid, None)
+
+    def fail(self, cid: int, error: BaseException) -> None:
+        """Answer request `cid` with `error`, unless its caller gave up."""
+        future, _ = self.pop(cid, (None, False))
+        if future is not None:
+            future.try_fail(error)

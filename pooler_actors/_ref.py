@@ -88,13 +88,13 @@ class PoolRef(pykka.ActorRef[Any]):
         except pykka.Timeout:
             if future.withdraw(pykka.Timeout(f"{timeout} seconds")):
                 raise
-            return future.get(timeout=0)  # settled just before we gave up
+            return future.get()  # settled (or claimed) just before we gave up
         except BaseException as interrupt:
             # KeyboardInterrupt (or any other) while waiting: the caller gave
             # up, so it must never be granted anything afterwards.
             if future.withdraw(interrupt):
                 raise
-            return future.get(timeout=0)
+            return future.get()
 
     def tell(self, message: Any) -> None:
         if not self.is_alive():

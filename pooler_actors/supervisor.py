@@ -28,7 +28,7 @@ from pooler_actors import _pykka
 from pooler_actors._capacity import CapacityDriver
 from pooler_actors._core import NO_KEY, PoolCore
 from pooler_actors._events import Events
-from pooler_actors._future import PoolFuture
+from pooler_actors._future import PoolFuture, Replies
 from pooler_actors._ref import Mailbox, PoolActor, PoolRef, live_pools
 from pooler_actors.messages import (
     Acquire,
@@ -93,8 +93,8 @@ class PoolSupervisor(PoolActor):
         self._core = c = PoolCore(options, pool_id=self, rand=rand)
         ref.published, ref.events = c.published, self._events  # the hit path
         self._cids = itertools.count(1)
-        # cid -> (its reply future, whether an undelivered reply goes to the core)
-        self._replies: dict[int, tuple[PoolFuture[Any], bool]] = {}
+        self._replies = Replies()
+        c.published.claim = self._replies.claim  # rule 9 of _fastpath
         self._watchers: list[pykka.ActorRef[Any]] = []
         self._fleet: Any = None
         if options.global_capacity is not None:  # a bad one fails here, not later
@@ -137,7 +137,8 @@ class PoolSupervisor(PoolActor):
         }
         self._do: dict[type, Callable[[Any], None]] = {
             fx.Reply: self._reply,
-            fx.Fail: self._fail,
+            fx.Delivered: lambda e: self._replies.forget(e.cid),
+            fx.Fail: lambda e: self._replies.fail(e.cid, e.error),
             fx.Start: lambda e: a.start(e.rid, e.key, e.attempt),
             fx.Ping: lambda e: a.tell(e.rid, im.Ping(e.seq)),
             fx.Close: lambda e: a.stop(e.rid),
@@ -214,6 +215,7 @@ class PoolSupervisor(PoolActor):
 
     def _step(self, event: Callable[[float], None]) -> None:
         """Feed one event to the core and carry out its effects, in order."""
+        self._core.debug = self._events.debug_known()  # debug events if logged
         try:
             event(monotonic())
             effects = self._core.effects
@@ -253,10 +255,9 @@ class PoolSupervisor(PoolActor):
             reply.try_set(None)
 
     def _notes(self, now: float, *, woken: bool = False, poll: bool = False) -> None:
-        pub, self._core.debug = self._core.published, self._events.debug_known()
+        pub = self._core.published
         read = fastpath.poll(pub) if poll else fastpath.drain(pub, woken=woken)
-        self._core.notes(now, *read)  # logs debug events only if they are on
-        self._core.debug = True
+        self._core.notes(now, *read)
 
     def _closed(self, now: float, msg: im.Closed, _reply: object) -> None:
         self._actors.ended(msg.rid, msg.attempt)
@@ -268,11 +269,6 @@ class PoolSupervisor(PoolActor):
         future, acquire = self._replies.pop(effect.cid, (None, False))
         if future is not None and not future.try_set(effect.value) and acquire:
             self._core.undelivered(monotonic(), effect)
-
-    def _fail(self, effect: fx.Fail) -> None:
-        future, _ = self._replies.pop(effect.cid, (None, False))
-        if future is not None:
-            future.try_fail(effect.error)
 
     def _log(self, effect: fx.Log) -> None:
         emit = getattr(self._events, effect.level)

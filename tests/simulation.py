@@ -78,6 +78,7 @@ from pooler_actors import _fastpath as fastpath
 from pooler_actors._core import (
     BACK,
     BROKEN,
+    GIVEN,
     HANDOVER,
     HIT,
     IN,
@@ -119,6 +120,7 @@ _RIVALS = {
     "waiting": frozenset({"waiting", "idle"}),
     "notes": frozenset({"notes", "noted"}),
     "noted": frozenset({"notes", "noted", "mailbox"}),
+    "queue": frozenset({"queue", "claim"}),
 }
 
 
@@ -164,7 +166,7 @@ class Req:
     timeout: float | None = None
     arg: Any = None  # checkin: (lease, broken); prewarm: the keys
     cid: int = 0  # the core's number for it, given when the shell reads it
-    state: str = "pending"  # pending | value | error | withdrawn (the future)
+    state: str = "pending"  # pending | claimed | value | error | withdrawn
     value: Any = None  # what the caller received
     got: Any = None  # what the core answered (received or not)
     answers: int = 0  # Reply/Fail effects the core addressed to it
@@ -305,6 +307,41 @@ class SimDict(dict[Any, Any]):
         self.sim.point(self.kind, "pop")
         return dict.pop(self, key, *default)
 
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """`Published.queue` ("queue"): a key's queue is instrumented too."""
+        self.sim.point(self.kind, "setdefault")
+        if isinstance(default, deque):
+            default = SimCids(self.sim)
+        return dict.setdefault(self, key, default)
+
+
+class SimCids(deque[int]):
+    """A key's `Published.queue`: the numbers of callers a checkin may serve."""
+
+    __slots__ = ("sim",)
+
+    def __init__(self, sim: Sim) -> None:
+        super().__init__()
+        self.sim = sim
+
+    def append(self, cid: int) -> None:
+        self.sim.point("queue", "append")
+        deque.append(self, cid)
+
+    def popleft(self) -> int:
+        self.sim.point("queue", "popleft")
+        cid = deque.popleft(self)
+        self.sim.taking.add(cid)  # only a checkin pops: it claims next
+        return cid
+
+    def remove(self, cid: int) -> None:
+        self.sim.point("queue", "remove")
+        deque.remove(self, cid)
+
+    def __len__(self) -> int:
+        self.sim.point("queue", "len")
+        return deque.__len__(self)
+
 
 class SimSet(set[Any]):
     """`Published.waiting`."""
@@ -366,6 +403,7 @@ class SimPublished(Published):
         self.view = SimDict(sim, "view")
         self.idle = SimDict(sim, "idlemap")
         self.waiting = SimSet(sim)
+        self.queue = SimDict(sim, "queue")
         self.notes = SimDeque(sim)
 
     def _get_noted(self) -> int:
@@ -677,7 +715,11 @@ class Sim:
             shared=self.core.published.shared,
         )
         self.core.published = self.pub
+        self.pub.claim = self._claim_reply
         self.exclusive = self.pub.exclusive
+        # cids a checkin claimed (rule 9) whose GIVEN note is not read yet.
+        self.handing: set[int] = set()
+        self.taking: set[int] = set()  # cids a checkin took, not yet claimed
         # Every batch of notes the core reads (a `Notes` message's, or those a
         # checkin by message drains first) passes through `_counted`.
         notes = type(self.core).notes
@@ -1172,6 +1214,11 @@ class Sim:
                 self._on_reply(effect)
             case fx.Fail():
                 self._on_fail(effect)
+            case fx.Delivered(cid):
+                self._note(f"  -> Delivered cid={cid}")
+                req = self.by_cid[cid]
+                if req.state not in ("claimed", "value") or cid in self.handing:
+                    raise Violation(f"Delivered for cid {cid} ({req.state})")
             case fx.Start():
                 self._on_start(effect)
             case fx.Ping(rid, seq):
@@ -1593,7 +1640,7 @@ class Sim:
     def _blocked(strand: Strand) -> bool:
         """Whether the strand waits for the answer to its request."""
         asked = strand.asked
-        if asked is not None and asked.state != "pending":
+        if asked is not None and asked.state not in ("pending", "claimed"):
             strand.asked = asked = None
         return asked is not None
 
@@ -1736,6 +1783,40 @@ class Sim:
         self._lease_out(value, repr(strand))
         self.held.append(Held(value, self.rng.random() < self.p_forget))
 
+    def _claim_reply(self, cid: int) -> Callable[[Any], None] | None:
+        """`Replies.claim` in the shell: a checkin claims caller `cid`'s
+        future to hand its resource on (rule 9); `None` if it gave up."""
+        self.point("claim", "reply")
+        self.taking.discard(cid)
+        req = self.by_cid.get(cid)
+        if req is None or req.kind != "checkout" or not self.exclusive:
+            raise Violation(f"a checkin claimed cid {cid}, not a queued checkout")
+        if req.state != "pending":
+            if req.state != "withdrawn":
+                raise Violation(f"a checkin claimed cid {cid}, {req.state}")
+            return None
+        if cid not in self.core.callers:
+            raise Violation(f"a checkin claimed cid {cid}, which the core answered")
+        req.state = "claimed"
+        self.handing.add(cid)
+        return lambda lease: self._fulfil(req, lease)
+
+    def _fulfil(self, req: Req, lease: Any) -> None:
+        """The checkin settles the future it claimed: the caller has `lease`."""
+        self.point("claim", "fulfil")
+        self._answered(req.cid, "a checkin's hand-over")
+        req.got = lease
+        self._note(f"  -> handed on to cid={req.cid}: {_short(lease)}")
+        if not isinstance(lease, Lease) or lease.key != req.key:
+            raise Violation(f"checkout({req.key!r}) handed {lease!r}")
+        # The checkin's holder may have seen it end (its actor died): the
+        # caller now holds what it held. Only a Close under it is wrong.
+        if lease.rid in self.closes and not self.close_ok.get(lease.rid):
+            raise Violation(f"cid {req.cid} handed resource {lease.rid}, closed")
+        req.state, req.value = "value", lease
+        self._lease_out(lease, f"cid {req.cid} (handed on)")
+        self.held.append(Held(lease, self.rng.random() < self.p_forget))
+
     def _debug(self) -> bool:
         # Always on: every hit then leaves a note in `notes` (instrumented)
         # rather than a bare key in `hits`, a second deque drained the same
@@ -1773,6 +1854,8 @@ class Sim:
         for note in notes:
             if note[0] == BROKEN and note[1].phase in _IN_SERVICE:
                 self.counts["broken"] += 1
+            elif note[0] == GIVEN:
+                self.handing.discard(note[4])
             yield note
 
     # What the instrumented objects report (see `SimList` and the others).
@@ -1871,6 +1954,10 @@ class Sim:
         elif kind == BACK:
             if self.hands.get(strand) is note[1]:
                 del self.hands[strand]
+        elif kind == GIVEN:  # one holder for another: `expect` stays
+            counts["checkouts"] += 1
+            if note[4] not in self.handing:
+                raise Violation(f"GIVEN note for cid {note[4]}, not claimed")
         else:
             self.expect[rid] -= 1
 
@@ -2086,6 +2173,8 @@ class Sim:
 
     def _check_deadlines(self) -> None:
         for req in self.pending_callers.values():
+            if req.cid in self.taking:
+                continue  # a checkin took it: it is served a moment late
             if req.state == "pending" and req.deadline <= self.now:
                 raise Violation(
                     f"cid {req.cid} still waits at t={self.now - T0:.3f}, past its "
@@ -2253,9 +2342,14 @@ class Sim:
     def _check_callers(self) -> None:
         """The core waits for exactly the callers the model says still wait."""
         core = self.core
-        if core.callers.keys() != self.pending_callers.keys():
-            extra = sorted(core.callers.keys() - self.pending_callers.keys())
-            lost = sorted(self.pending_callers.keys() - core.callers.keys())
+        # Callers a checkin claimed (rule 9): the core forgets them when it
+        # reads the GIVEN note, the caller is answered when it is fulfilled.
+        handing = self.handing | {
+            cid for cid, req in self.pending_callers.items() if req.state == "claimed"
+        }
+        if core.callers.keys() - handing != self.pending_callers.keys() - handing:
+            extra = sorted(core.callers.keys() - self.pending_callers.keys() - handing)
+            lost = sorted(self.pending_callers.keys() - core.callers.keys() - handing)
             raise Violation(
                 f"callers: the core keeps {extra} (answered or gone), lost {lost}"
             )
@@ -2266,7 +2360,7 @@ class Sim:
                     raise Violation(f"caller {cid} joined {res.rid}, unlisted there")
                 if res.phase not in (Phase.RESERVING, Phase.CREATING):
                     raise Violation(f"caller {cid} joined {res.rid} ({res.phase})")
-            elif not caller.waiting:
+            elif not (caller.waiting or caller.taken):
                 raise Violation(f"caller {cid} neither waits nor joined")
         for res in core.resources.values():
             for caller in res.joiners:
@@ -2293,6 +2387,8 @@ class Sim:
                 pending.out[rid] = pending.out.get(rid, 0) + 1
             elif kind in _CHECKINS:
                 pending.back[rid] = pending.back.get(rid, 0) + 1
+            elif kind == GIVEN:  # a checkin and a checkout in one
+                pending.givens += 1
         return pending
 
     def _check_leases(self, pending: _Pending) -> int:
@@ -2438,7 +2534,7 @@ class Sim:
         # What callers did on the hit path counts once its note is drained.
         expect["acquires"] -= pending.hits + pending.outs
         expect["hits"] -= pending.hits + pending.outs
-        expect["checkouts"] -= pending.outs
+        expect["checkouts"] -= pending.outs + pending.givens
         for name, value in expect.items():
             if getattr(stats, name) != value:
                 raise Violation(f"stats.{name}={getattr(stats, name)}, not {value}")
@@ -2531,6 +2627,7 @@ class _Pending:
 
     hits: int = 0
     outs: int = 0
+    givens: int = 0  # GIVEN notes: checkouts the core has not counted yet
     out: dict[int, int] = field(default_factory=dict)  # rid -> OUT notes
     back: dict[int, int] = field(default_factory=dict)  # rid -> checkin notes
     rids: set[int] = field(default_factory=set)  # resources notes are about

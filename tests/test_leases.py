@@ -1258,3 +1258,56 @@ def test_thread_storm_keeps_every_lease_promise(
     assert stats.checkouts >= done["checkouts"]
     assert stats.waits and stats.created > STORM_CAP
     assert stats.holders == 0 and stats.open_resources <= STORM_CAP
+
+
+def test_a_checkin_hands_its_connection_to_the_queued_caller_itself() -> None:
+    """Rule 9 of `_fastpath`: a checkin serves the caller queued for its key
+    in its own thread. Here the supervisor is stuck (in a logging call) from
+    the moment the second caller is queued; the first caller's checkin still
+    hands the connection over, and the pool's books agree once it resumes."""
+    queued, gate = threading.Event(), threading.Event()
+
+    class StuckLogger:
+        def _log(self, event: str, **fields: Any) -> None:
+            if event == "pool.acquire.queued":
+                queued.set()
+                assert gate.wait(30)
+
+        debug = info = warning = error = _log
+
+        def is_enabled_for(self, _level: int) -> bool:
+            return True
+
+    class Conn:
+        def ping(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    made: list[Conn] = []
+
+    def connect(key: str) -> Conn:
+        made.append(Conn())
+        return made[-1]
+
+    got: list[Lease[str, Conn]] = []
+    with Pool(
+        connect, max_open_resources=1, max_holders=1, logger=StuckLogger()
+    ) as pool:
+        first = pool.checkout("t")
+        waiter = threading.Thread(
+            target=lambda: got.append(pool.checkout("t", timeout=30)), daemon=True
+        )
+        waiter.start()
+        assert queued.wait(10)  # queued, and the supervisor is stuck now
+        assert pool.checkin(first)
+        waiter.join(10)
+        assert not waiter.is_alive(), "the checkin did not hand the connection on"
+        assert got[0].resource is first.resource
+        assert not gate.is_set()  # the supervisor took no part
+        gate.set()
+        wait_for(lambda: pool.stats().wait_count == 0)
+        stats = pool.stats()
+        assert (stats.checkouts, stats.holders, stats.waits) == (2, 1, 1)
+        assert pool.checkin(got[0])
+        wait_for(lambda: pool.stats().holders == 0)
+    assert made == [first.resource]

@@ -9,6 +9,7 @@ hit path (each breaking one rule of `pooler_actors._fastpath`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from simulation import SimResult, run_seed, run_seeds
 
 from pooler_actors import _fastpath as fastpath
 from pooler_actors._core import (
+    GIVEN,
     OUT,
     POLLING,
     QUIET,
@@ -279,6 +281,56 @@ def test_the_simulation_catches_a_shared_checkout_reading_the_flag_first(
     found = _first_violation(SEARCH_SEEDS)
     violation = str(found.violation)
     assert "got retired resource" in violation or "uses it" in violation
+
+
+def test_the_simulation_catches_a_core_serving_a_caller_a_checkin_took(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 9: the core takes a queued caller's number out of the hit path's
+    queue before it serves, joins or fails it; here it never looks, so a
+    caller a checkin has served is answered again."""
+
+    def take_waiter(self: PoolCore, caller: Any) -> bool:
+        if caller.handoff:
+            caller.handoff = False
+            with contextlib.suppress(ValueError):
+                self.published.queue[caller.key].remove(caller.cid)
+        return True
+
+    monkeypatch.setattr(PoolCore, "_take_waiter", take_waiter)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "answered twice" in str(found.violation)
+
+
+def test_the_simulation_catches_a_hand_over_settled_before_its_note(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 9: a checkin that hands its resource on appends its GIVEN note,
+    then settles the caller's future; here the other way round, so the
+    caller's own checkin can reach the core first, for a lease it never
+    heard of."""
+
+    def hand_on(pub: Published, res: Any, lease: Any, wake: Any) -> bool:
+        queue = pub.queue.get(lease.key)
+        while queue:
+            try:
+                cid = queue.popleft()
+            except IndexError:
+                return False
+            fulfil = pub.claim(cid)
+            if fulfil is None:
+                continue
+            given = fastpath.Lease(
+                lease.key, res.obj, pool=pub.pool_id, rid=res.rid, lid=0, handle=res
+            )
+            fulfil(given)  # first...
+            fastpath._note(pub, (GIVEN, res, lease, given, cid), wake)  # ...then
+            return True
+        return False
+
+    monkeypatch.setattr(fastpath, "_hand_on", hand_on)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "holders" in str(found.violation) or "GIVEN" in str(found.violation)
 
 
 def test_a_failing_seed_is_reported_with_its_replay(

@@ -1,0 +1,51 @@
+"""`PoolFuture.claim`/`fulfil` and `Replies.claim`: how a checkin on the hit
+path settles a queued caller's reply (rule 9 of `pooler_actors._fastpath`)."""
+
+from __future__ import annotations
+
+import threading
+
+import pykka
+import pytest
+
+from pooler_actors._future import PoolFuture, Replies
+
+
+def test_a_claimed_future_cannot_be_withdrawn_and_is_settled_by_its_claimer() -> None:
+    future: PoolFuture[str] = PoolFuture()
+    assert future.claim()
+    assert not future.claim()  # one claimer
+    assert not future.pending
+    assert not future.withdraw(pykka.Timeout("gave up"))  # too late: it is served
+    assert not future.try_set("the core's")  # nor can anyone else settle it
+    with pytest.raises(pykka.Timeout):
+        future.get(timeout=0)  # not settled yet
+    done: list[str] = []
+    waiter = threading.Thread(target=lambda: done.append(future.get(timeout=30)))
+    waiter.start()
+    future.fulfil("lease")
+    waiter.join(10)
+    assert done == ["lease"]
+
+
+def test_a_withdrawn_future_or_one_with_a_users_callback_is_not_claimed() -> None:
+    gone: PoolFuture[str] = PoolFuture()
+    assert gone.withdraw(pykka.Timeout("gave up"))
+    assert not gone.claim()
+    watched: PoolFuture[str] = PoolFuture()
+    watched.add_done_callback(lambda f: None)  # it would run in the claimer
+    assert not watched.claim()
+    assert watched.try_set("the core's")
+
+
+def test_replies_claim_gives_the_settling_function_or_none() -> None:
+    replies = Replies()
+    future: PoolFuture[str] = PoolFuture()
+    replies[7] = (future, True)
+    assert replies.claim(8) is None  # unknown: answered already
+    fulfil = replies.claim(7)
+    assert fulfil is not None and replies.claim(7) is None
+    fulfil("lease")
+    assert future.get(timeout=0) == "lease"
+    replies.forget(7)
+    assert 7 not in replies
