@@ -55,6 +55,7 @@ from pooler_actors.options import PoolOptions
 from pooler_actors.stats import COUNTERS, Stats
 
 __all__ = [
+    "ASK",
     "BACK",
     "BROKEN",
     "GIVEN",
@@ -147,6 +148,7 @@ class KeyEntry:
     resources: list[Resource] = field(default_factory=list)
     waiters: dict[int, Caller] = field(default_factory=dict)  # FIFO by cid
     idle: list[Resource] = field(default_factory=list)  # exclusive: free to take
+    queue: deque[int] = field(default_factory=deque)  # exclusive: `Published.queue`
 
 
 QUIET, POLLING, WOKEN = 0, 1, 2
@@ -168,6 +170,8 @@ class Published:
 
     __slots__ = (
         "claim",
+        "closed",
+        "direct",
         "exclusive",
         "hits",
         "idle",
@@ -175,7 +179,9 @@ class Published:
         "notes",
         "pool_id",
         "queue",
+        "register",
         "shared",
+        "single",
         "starved",
         "view",
         "waiting",
@@ -197,11 +203,22 @@ class Published:
         #: so a checkin is urgent news (rule 6).
         self.starved = False
         #: Exclusive mode: key -> the numbers (cids) of its queued callers, in
-        #: order, that a checkin may hand its resource to (rule 9).
+        #: order, that a checkin may hand its resource to (rules 9, 10).
         self.queue: dict[Hashable, deque[int]] = {}
         #: Set by the shell: claim caller `cid`'s reply, `None` if it gave up;
         #: else the function that settles it (see `PoolFuture.claim`).
         self.claim: Callable[[int], Callable[[Any], None] | None] = _nobody
+        #: Set by the shell: a new request number and its reply future, for a
+        #: checkout that queues itself (rule 10).
+        self.register: Callable[[], tuple[int, Any]] | None = None
+        #: A checkout may queue itself in `queue` (exclusive, no `max_waiting`).
+        self.direct = False
+        #: `max_per_key == 1`: a known key with nothing idle has its one
+        #: resource in use (or coming), so a checkout may queue itself.
+        self.single = False
+        #: Set by the shell to the pool's name once it has stopped: notes are
+        #: read no more.
+        self.closed: str | None = None
         #: What callers did on the hit path, for the core (appended by callers).
         self.notes: deque[tuple[Any, ...]] = deque()
         #: Keys of hits with no debug context: the cheapest note of all.
@@ -217,7 +234,7 @@ def _nobody(_cid: int) -> None:
 
 #: The kinds of note the hit path leaves (see `PoolCore.notes`).
 HIT, OUT, IN, BACK = "hit", "out", "in", "back"
-HANDOVER, BROKEN, GIVEN = "handover", "broken", "given"
+HANDOVER, BROKEN, GIVEN, ASK = "handover", "broken", "given", "ask"
 
 
 @dataclass(eq=False, slots=True)
@@ -291,6 +308,8 @@ class PoolCore:
         self.published = Published(
             pool_id, exclusive=self._exclusive, shared=self._shared
         )
+        self.published.direct = self._exclusive and options.max_waiting is None
+        self.published.single = options.max_per_key == 1
         self.timers = Timers()
         self.n: dict[str, int] = dict.fromkeys(
             (c for c in COUNTERS if c != "wait_duration"), 0
@@ -301,6 +320,7 @@ class PoolCore:
         self.stopped = False
         self._close_cids: list[int] = []
         self._gave_up: dict[int, Caller] = {}  # granted, then found withdrawn
+        self._early: set[int] = set()  # served by a checkin before its ASK note
         self._sweep: _Sweep | None = None
         self._health: int | None = None
         self._dirty: dict[Hashable, None] = {}
@@ -343,11 +363,13 @@ class PoolCore:
         *,
         hold: bool = False,
         gone: bool = False,
+        since: float | None = None,
     ) -> None:
         """`Acquire` (`hold=False`) or `Checkout` (`hold=True`) of `key`.
 
         `gone` says the caller gave up before the request was read: it is
-        counted, and gets no creation and no place in a queue.
+        counted, and gets no creation and no place in a queue. `since`: when
+        the caller asked, if before `now` (its `timeout` counts from then).
         """
         n = self.n
         n["acquires"] += 1
@@ -376,8 +398,9 @@ class PoolCore:
             timeout = self.options.acquire_timeout
         # timeout=0 never waits for a slot, but a creation it starts or joins
         # is awaited.
-        deadline = now + timeout if timeout else _INF
-        caller = Caller(cid, key, hold, now, deadline, timeout, context)
+        start = now if since is None else since
+        deadline = start + timeout if timeout else _INF
+        caller = Caller(cid, key, hold, start, deadline, timeout, context)
         if entry is not None:
             res = self._joinable(entry, hold)
             if res is not None:
@@ -1108,11 +1131,15 @@ class PoolCore:
 
         A hit's note may not be read yet: a caller's first hit on a resource
         marks `handed_out`, then reads `view` again (see `_fastpath.hit`); the
-        core takes it out of `view`, then reads `handed_out`. One of them sees
-        the other: the caller asks instead, or the core keeps it.
+        core sets `retired`, takes it out of `view`, then reads `handed_out`.
+        One of them sees the other: the caller asks instead, or the core keeps
+        it. A later hit that finds `handed_out` set re-checks `retired`: the
+        caller that set it may have backed off after the core looked.
         """
+        res.retired = True
         self.published.view.pop(res.key, None)
         if res.handed_out:
+            res.retired = False  # kept: never out of service
             self._publish_view(self.keys[res.key])
             return False
         return True
@@ -1142,6 +1169,8 @@ class PoolCore:
         `(BACK, res)`: a checkout found `res` retired and left it unused.
         `(GIVEN, res, lease, given, cid)`: `lease` was checked in, and `res`
         handed on to queued caller `cid` as `given` (rule 9).
+        `(ASK, key, cid, since, timeout, context, queue)`: a checkout of `key`
+        queued itself in `queue` as `cid` (rule 10).
         `hits`: keys of `acquire()` hits noted without a context.
         """
         n = self.n
@@ -1157,6 +1186,9 @@ class PoolCore:
                 hit_keys[key] = None
                 if self.debug:
                     self._log("debug", "pool.acquire.hit", key, note[2])
+                continue
+            if kind == ASK:
+                self._asked(now, note)
                 continue
             res = note[1]
             if kind == OUT:
@@ -1222,8 +1254,10 @@ class PoolCore:
         if lease in res.leases:  # else voided by a drain timeout: so is `given`
             res.leases.discard(lease)
             res.leases.add(given)
+        self.effects.append(Delivered(cid))
         caller = self.callers.pop(cid, None)
-        if caller is None:  # pragma: no cover - taken callers wait for this
+        if caller is None:  # it queued itself, and its ASK note comes next
+            self._early.add(cid)
             return
         self.timers.cancel(caller.timer)
         self._unqueue(caller)
@@ -1233,7 +1267,30 @@ class PoolCore:
         self._log(
             "debug", "pool.acquire.granted", caller.key, caller.context, wait_s=waited
         )
-        self.effects.append(Delivered(cid))
+
+    def _asked(self, now: float, note: tuple[Any, ...]) -> None:
+        """A checkout that queued itself on the hit path (rule 10): the core
+        takes its number back and reads it as a `Checkout` asked at `since`;
+        if a checkin took the number first, its caller is served there (a
+        `GIVEN` note follows) or gave up (its withdrawal follows)."""
+        _, key, cid, since, timeout, context, queue = note
+        try:
+            queue.remove(cid)
+        except ValueError:
+            self.n["acquires"] += 1
+            self.n["waits"] += 1
+            caller = Caller(cid, key, True, since, _INF, timeout, context, queued=True)
+            caller.taken = True
+            if cid in self._early:  # its GIVEN note came first: it is served
+                self._early.discard(cid)
+                self._waited(now, caller)
+            else:
+                self.callers[cid] = caller
+            return
+        # Notes read before it may have freed room for callers queued before
+        # it: they are served first, as between two messages.
+        self._pump(now)
+        self.acquire(now, cid, key, timeout, context, hold=True, since=since)
 
     def _take_waiter(self, caller: Caller) -> bool:
         """Take queued `caller` out of the hit path's reach before the core
@@ -1246,7 +1303,7 @@ class PoolCore:
             return True
         caller.handoff = False
         try:
-            self.published.queue[caller.key].remove(caller.cid)
+            self.keys[caller.key].queue.remove(caller.cid)
         except ValueError:
             caller.taken = True
             self._unqueue(caller)
@@ -1263,7 +1320,7 @@ class PoolCore:
         entry.waiters[caller.cid] = caller
         if self._exclusive and caller.hold:
             caller.handoff = True
-            self.published.queue.setdefault(entry.key, deque()).append(caller.cid)
+            entry.queue.append(caller.cid)
         self.published.waiting.add(entry.key)
         if slot:
             caller.in_slots = True
@@ -1276,7 +1333,7 @@ class PoolCore:
         if caller.handoff:  # it gave up: a checkin that took it finds it so
             caller.handoff = False
             with contextlib.suppress(ValueError):
-                self.published.queue[caller.key].remove(caller.cid)
+                self.keys[caller.key].queue.remove(caller.cid)
         if caller.waiting:
             caller.waiting = False
             self.queued -= 1
@@ -1284,7 +1341,6 @@ class PoolCore:
             del entry.waiters[caller.cid]
             if not entry.waiters:
                 self.published.waiting.discard(entry.key)
-                self.published.queue.pop(entry.key, None)
             self._forget_if_empty(entry)
 
     def _add_caller(self, caller: Caller) -> None:
@@ -1507,12 +1563,14 @@ class PoolCore:
             entry = self.keys[key] = KeyEntry(key)
             if self._exclusive:
                 self.published.idle[key] = entry.idle
+                self.published.queue[key] = entry.queue
         return entry
 
     def _forget_if_empty(self, entry: KeyEntry) -> None:
         if not entry.resources and not entry.waiters:
             self.keys.pop(entry.key, None)
             self.published.idle.pop(entry.key, None)
+            self.published.queue.pop(entry.key, None)
 
     def _create(self, now: float, key: Hashable, context: dict[str, Any]) -> Resource:
         """A new resource for `key`: it takes a slot at once."""

@@ -24,9 +24,11 @@ CPython (3.13t/3.14t), whose built-in containers lock internally:
    the resource at that instant, as if its `Acquire` had been served then.
    A resource a plain `acquire()` got is never reclaimed, though its note may
    not be read yet: a caller's first hit on it sets `res.handed_out`, then
-   reads `view[key]` again; a reclaim takes it out of `view`, then reads
-   `handed_out` (the order of rule 7). Either the reclaim keeps it, or the
-   caller finds it gone and asks.
+   reads `view[key]` again; a reclaim sets `retired`, takes it out of
+   `view`, then reads `handed_out` (the order of rule 7). Either the reclaim
+   keeps it, or the caller finds it gone and asks. A caller that finds
+   `handed_out` set already reads `retired`: the caller that set it may have
+   backed off after the reclaim looked.
 3. An idle exclusive resource is in exactly one place: its key's idle list,
    a caller's hands, or the core's hands. `pop` and `remove` decide races:
    whoever takes it from the list has it. The core closes, pings, reclaims
@@ -38,9 +40,11 @@ CPython (3.13t/3.14t), whose built-in containers lock internally:
    before the flag was set holds it; the core then finds it gone from the
    list and waits for its checkin (`IN`) or hand-back (`BACK`).
 5. Queued callers come first: while a key has callers queued in the core
-   (`waiting`), the hit path neither takes from nor gives back to its idle
-   list, so the core hands freed resources out in FIFO order. A caller that
-   read `waiting` before a caller was queued arrived before it.
+   (`waiting`) or queued on their own (`queue[key]` not empty, exclusive
+   mode), the hit path neither takes from its idle list nor gives back to
+   it while one can be served, so freed resources go out in FIFO order. A
+   caller that read `waiting` and `queue` before a caller was queued
+   arrived before it.
 6. A note is appended before `noted` is read; a caller that reads it low
    enough sets it to `WOKEN` and wakes the supervisor (a `Notes` message).
    While callers are busy the supervisor polls instead of being woken: on a
@@ -72,6 +76,24 @@ CPython (3.13t/3.14t), whose built-in containers lock internally:
    `GIVEN` note, and only then settles the future: the caller's own later
    notes come after it. A core that finds a number taken leaves that caller
    to its note (or to its withdrawal) and serves the next one.
+10. A checkout that must wait may queue itself, without a round trip
+    (exclusive mode, no `max_waiting`, a timeout other than 0, and callers
+    queued for the key already or one resource per key, `max_per_key=1`,
+    so that a known key with nothing idle has its resource in use or on
+    its way): it takes a request number and reply future from the shell
+    (`register`), appends its number to `queue[key]`, then reads the idle
+    list, appends an `ASK` note (urgent if it found a resource idle: a
+    checkin that looked at `queue` before the number was there left it
+    so), and waits. A checkin may serve it from then on (rule 9), even
+    before the core reads the `ASK` note (a `GIVEN` note read first is
+    kept for it). The `ASK` note, read before any later message of the
+    caller (its withdrawal), tells the core, which takes the number back
+    (`remove`) and reads it as a `Checkout` asked then, after serving those
+    that notes read before made room for; or, if a checkin took it first,
+    leaves the caller to its `GIVEN` note or its withdrawal. The caller
+    then reads `closed`; the shell sets `closed`, then fails every grant
+    still pending when the pool stops: a caller that queued itself too
+    late withdraws, so nobody waits for a pool that reads no more notes.
 """
 
 from __future__ import annotations
@@ -82,6 +104,7 @@ from typing import Any
 from structlog.contextvars import get_contextvars
 
 from pooler_actors._core import (
+    ASK,
     BACK,
     BROKEN,
     GIVEN,
@@ -94,9 +117,10 @@ from pooler_actors._core import (
     WOKEN,
     Published,
 )
+from pooler_actors.errors import PoolClosedError
 from pooler_actors.lease import Lease
 
-__all__ = ["MISS", "POLL", "checkin", "checkout", "drain", "hit", "poll"]
+__all__ = ["MISS", "POLL", "checkin", "checkout", "drain", "enqueue", "hit", "poll"]
 
 POLL = 0.005
 """How often, in seconds, the supervisor reads notes while `POLLING` (rule 6):
@@ -137,6 +161,8 @@ def hit(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
         res.handed_out = True
         if pub.view.get(key) is not res:
             return MISS
+    elif res.retired:  # rule 2: its mark may be a caller's that backed off
+        return MISS
     if debug():
         pub.notes.append((HIT, key, get_contextvars()))
     else:
@@ -164,7 +190,7 @@ def checkout(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
 
 def _take_idle(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any:
     idle = pub.idle.get(key)
-    if not idle:
+    if not idle or pub.queue.get(key):  # rule 5: callers queued themselves
         return MISS
     context = _context(debug)
     try:
@@ -194,6 +220,31 @@ def _take_shared(pub: Published, key: Hashable, debug: Probe, wake: Wake) -> Any
     return lease
 
 
+def enqueue(
+    pub: Published, key: Hashable, timeout: float | None, since: float, wake: Wake
+) -> Any:
+    """A checkout of `key`, whose callers are queued, queued without a round
+    trip (rule 10): its reply future; `MISS` if it must ask instead."""
+    if not pub.direct or timeout == 0 or pub.register is None:
+        return MISS
+    try:
+        queue = pub.queue.get(key)
+    except TypeError:  # unhashable: asking says so
+        return MISS
+    if queue is None or not (queue or pub.single or key in pub.waiting):
+        return MISS  # an unknown key, or one that may need a new resource
+    cid, future = pub.register()
+    context = get_contextvars()
+    queue.append(cid)  # rule 10: visible to checkins now, then its note
+    # A checkin that looked at `queue` before the append left its resource
+    # idle: then the core serves this caller, at once.
+    urgent = bool(pub.idle.get(key))
+    _note(pub, (ASK, key, cid, since, timeout, context, queue), wake, urgent)
+    if pub.closed is not None:  # the pool stopped: nobody reads the note
+        future.withdraw(PoolClosedError(pub.closed))
+    return future
+
+
 def checkin(pub: Published, lease: Lease[Any, Any], broken: bool, wake: Wake) -> bool:
     """Give a lease back, here: never a round trip; `False` if it was given
     back already.
@@ -211,9 +262,14 @@ def checkin(pub: Published, lease: Lease[Any, Any], broken: bool, wake: Wake) ->
             _note(pub, (BROKEN, res, lease), wake, urgent=True)
         elif res.retired:  # rule 4
             _note(pub, (HANDOVER, res, lease), wake, urgent=True)
-        elif lease.key in pub.waiting:  # rule 5
-            if not _hand_on(pub, res, lease, wake):
+        elif lease.key in pub.waiting or pub.queue.get(lease.key):  # rule 5
+            if _hand_on(pub, res, lease, wake):
+                pass
+            elif lease.key in pub.waiting:
                 _note(pub, (HANDOVER, res, lease), wake, urgent=True)
+            else:  # only callers that gave up had queued themselves
+                res.home.append(res)
+                _note(pub, (IN, res, lease), wake, urgent=pub.starved)
         else:
             res.home.append(res)  # rule 3: idle again
             # Callers waiting for a slot may get it by a reclaim: urgent.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import queue
 import sys
 import threading
@@ -35,6 +36,13 @@ _CLAIMED = 3  # a checkin on the hit path settles it next (`claim`)
 _OPEN = (_PENDING, _CLAIMED)
 
 
+class _Handing(threading.local):
+    on = False  # this thread is settling a future it claimed (`fulfil`)
+
+
+_handing = _Handing()
+
+
 class PoolFuture(pykka.Future[T]):
     """A one-shot future: one ``Lock`` to wait on, one to make settling atomic.
 
@@ -51,7 +59,6 @@ class PoolFuture(pykka.Future[T]):
         self._value: Any = None
         self._error: BaseException | None = None
         self._callbacks: list[Callable[[PoolFuture[T]], None]] | None = None
-        self._user_callbacks = False
         self.withdrawn = False
         #: Called once when the caller gives up (set by the pool's ref: it
         #: tells the supervisor, which drops the caller from its queues).
@@ -112,8 +119,7 @@ class PoolFuture(pykka.Future[T]):
 
     def claim(self) -> bool:
         """Reserve the settling for the caller of `fulfil`, which must follow
-        at once; `False` if settled, withdrawn, claimed, or a user's
-        done-callback waits (it would run in the claimer's thread).
+        at once; `False` if settled, withdrawn or claimed already.
 
         A checkin on the hit path hands its resource straight to a caller
         queued for the key this way (see `_fastpath`, rule 9): it claims the
@@ -122,14 +128,22 @@ class PoolFuture(pykka.Future[T]):
         meanwhile; the caller then waits for the value, a moment away.
         """
         with self._guard:
-            if self._state != _PENDING or self._user_callbacks:
+            if self._state != _PENDING:
                 return False
             self._state = _CLAIMED
             return True
 
     def fulfil(self, value: Any) -> None:
-        """Settle a future this thread claimed with `value`."""
-        self._settle(_VALUE, value, None, claimed=True)
+        """Settle a future this thread claimed with `value`.
+
+        A user's done-callback runs on a thread of its own: the claimer is a
+        caller's checkin, which must not wait for it.
+        """
+        _handing.on = True
+        try:
+            self._settle(_VALUE, value, None, claimed=True)
+        finally:
+            _handing.on = False
 
     def withdraw(self, error: BaseException) -> bool:
         """Give up: settle with ``error`` unless already settled.
@@ -151,7 +165,6 @@ class PoolFuture(pykka.Future[T]):
         its own, never on the pool's: a callback that blocks, or that calls
         back into the pool, cannot stall or deadlock it.
         """
-        self._user_callbacks = True  # before it is added: see `claim`
         self._on_done(lambda future: _off_pool_thread(fn, future))
 
     def _on_done(self, fn: Callable[[PoolFuture[T]], None]) -> None:
@@ -232,8 +245,9 @@ def _run_callback(
 def _off_pool_thread(
     fn: Callable[[PoolFuture[Any]], None], future: PoolFuture[Any]
 ) -> None:
-    """Run a user's callback, moving it off a pool thread if it is on one."""
-    if threading.current_thread().name.startswith("pooler_actors:"):
+    """Run a user's callback, moving it off a pool thread (or a checkin
+    handing its resource on) if it is on one."""
+    if _handing.on or threading.current_thread().name.startswith("pooler_actors:"):
         threading.Thread(
             target=_run_callback,
             args=(fn, future),
@@ -253,6 +267,20 @@ class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
     """The supervisor's reply futures by request number (cid), each with
     whether a grant it could not deliver goes back to the core."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: Request numbers, taken by the supervisor and by checkouts that
+        #: queue themselves (one `next`, atomic).
+        self.cids = itertools.count(1)
+
+    def register(self) -> tuple[int, PoolFuture[Any]]:
+        """`Published.register`: a new request number and its reply future,
+        for a checkout that queues itself in its own thread (rule 10)."""
+        future: PoolFuture[Any] = PoolFuture()
+        future.cid = cid = next(self.cids)
+        self[cid] = (future, True)
+        return cid, future
+
     def claim(self, cid: int) -> Callable[[Any], None] | None:
         """`Published.claim`: the `fulfil` of request `cid`'s future, claimed;
         `None` if its caller gave up. Called in a caller's thread: a checkin
@@ -265,6 +293,12 @@ class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
     def forget(self, cid: int) -> None:
         """Request `cid` was answered by a checkin (`Delivered`)."""
         self.pop(cid, None)
+
+    def fail_grants(self, error: BaseException) -> None:
+        """Fail every request still waiting for a grant (the pool stopped)."""
+        for cid, (_, grant) in list(self.items()):
+            if grant:
+                self.fail(cid, error)
 
     def fail(self, cid: int, error: BaseException) -> None:
         """Answer request `cid` with `error`, unless its caller gave up."""

@@ -83,6 +83,13 @@ class PoolRef(pykka.ActorRef[Any]):
         cast(Mailbox, self.actor_inbox).put(Envelope(message, reply_to=future))
         if not block:
             return future
+        return self.wait(future, timeout)
+
+    def wait(self, future: PoolFuture[Any], timeout: float | None = None) -> Any:
+        """The answer to a request; a caller that gives up (a timeout, an
+        interrupt) withdraws it and is never granted anything afterwards."""
+        if future.on_withdraw is None:
+            future.on_withdraw = lambda: self.tell(Withdraw(future))
         try:
             return future.get(timeout=timeout)
         except pykka.Timeout:

@@ -7,6 +7,7 @@ supervisor, whose `ActorRef` is [Pool.actor_ref][pooler_actors.Pool.actor_ref].
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from time import monotonic
 from types import TracebackType
 from typing import Any, Generic, Self, cast, overload
 
@@ -109,6 +110,8 @@ class Pool(FacadeBase[K, T]):
                     res.handed_out = True
                     if pub.view.get(key) is not res:
                         return cast(T, self._ref.ask(Acquire(key, timeout)))
+                elif res.retired:  # _fastpath, rule 2
+                    return cast(T, self._ref.ask(Acquire(key, timeout)))
                 if self._events.debug_known():
                     pub.notes.append((HIT, key, get_contextvars()))
                 else:
@@ -127,14 +130,16 @@ class Pool(FacadeBase[K, T]):
 
         Raises as [acquire][pooler_actors.Pool.acquire] does.
         """
-        lease = MISS
+        lease, ref = MISS, self._ref
         if timeout is None or (type(timeout) in (int, float) and timeout >= 0):
-            ref = self._ref
-            lease = fastpath.checkout(
-                self._pub, key, self._events.debug_known, ref.wake
-            )
+            pub = self._pub
+            lease = fastpath.checkout(pub, key, self._events.debug_known, ref.wake)
+            if lease is MISS:  # callers queued for the key: queue up here
+                lease = fastpath.enqueue(pub, key, timeout, monotonic(), ref.wake)
+                if lease is not MISS:
+                    return cast("Lease[K, T]", ref.wait(lease))
         if lease is MISS:
-            lease = self._ref.ask(Checkout(key, timeout))
+            lease = ref.ask(Checkout(key, timeout))
         return cast("Lease[K, T]", lease)
 
     def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:

@@ -11,7 +11,6 @@ next deadline, so deadlines, health checks and expiries need no other thread.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import queue
 import random
 import threading
@@ -30,6 +29,7 @@ from pooler_actors._core import NO_KEY, PoolCore
 from pooler_actors._events import Events
 from pooler_actors._future import PoolFuture, Replies
 from pooler_actors._ref import Mailbox, PoolActor, PoolRef, live_pools
+from pooler_actors.errors import PoolClosedError
 from pooler_actors.messages import (
     Acquire,
     Checkin,
@@ -92,9 +92,8 @@ class PoolSupervisor(PoolActor):
         rand = lambda: random.uniform(0.0, 1.0)  # noqa: E731 - looked up per call
         self._core = c = PoolCore(options, pool_id=self, rand=rand)
         ref.published, ref.events = c.published, self._events  # the hit path
-        self._cids = itertools.count(1)
-        self._replies = Replies()
-        c.published.claim = self._replies.claim  # rule 9 of _fastpath
+        self._replies = r = Replies()
+        c.published.claim, c.published.register = r.claim, r.register  # _fastpath
         self._watchers: list[pykka.ActorRef[Any]] = []
         self._fleet: Any = None
         if options.global_capacity is not None:  # a bad one fails here, not later
@@ -233,7 +232,7 @@ class PoolSupervisor(PoolActor):
     # --- requests --------------------------------------------------------------
 
     def _cid(self, reply: PoolFuture[Any] | None, *, acquire: bool = False) -> int:
-        cid = next(self._cids)
+        cid = next(self._replies.cids)
         if reply is not None:
             reply.cid = cid
             self._replies[cid] = (reply, acquire)
@@ -286,6 +285,9 @@ class PoolSupervisor(PoolActor):
         inbox = cast(Mailbox, self.actor_inbox)
         inbox.closed_as = self.name
         inbox.drain()
+        # Then the checkouts that queued themselves, unread (rule 10 of _fastpath).
+        self._core.published.closed = self.name
+        self._replies.fail_grants(PoolClosedError(self.name))
         # Idle workers exit at once; one stuck in user code is not waited for.
         self._actors.executor.shutdown(min(1.0, self.options.close_timeout))
         if self._fleet is not None:

@@ -13,14 +13,18 @@ who waits, and the core's books against each other.
 The hit path (issue 12) is simulated as it runs: a few caller threads
 ("strands", one to four per seed) call the REAL functions of
 [_fastpath][pooler_actors._fastpath] -- `hit` (`Pool.acquire`), `checkout`
-(`Pool.checkout`, which asks the supervisor on a `MISS`) and `checkin` --
-and the supervisor's `Notes` handler calls the real `_fastpath.drain`. No
+and `enqueue` (`Pool.checkout`, which queues itself or asks the supervisor
+on a `MISS`) and `checkin` (which may hand its resource on) -- and the
+supervisor's `Notes` messages and polls call the real `_fastpath.drain` and
+`_fastpath.poll`; the shell's reply claim and registration
+(`Published.claim`, `Published.register`) are the simulator's. No
 function is modelled: every strand is a real thread, but only one thread
 runs at a time (a baton passed through two locks), so a seed replays exactly.
 The state the core publishes and the callers touch is instrumented:
-`Published` (its `view`, `idle` and `waiting` containers, the `notes` deque,
-the `noted` flag), each `Resource` (`retired`, `handed_out`, `tokens`, its
-idle list `home`) and each `Lease` (its one-shot claim) are the core's own classes
+`Published` (its `view`, `idle`, `queue` and `waiting` containers and each
+key's `queue` of numbers, the `notes` deque, the `noted` flag), each
+`Resource` (`retired`, `handed_out`, `tokens`, its idle list `home`) and
+each `Lease` (its one-shot claim) are the core's own classes
 subclassed with the same behaviour, except that every single operation the
 rules of `_fastpath` rely on -- a `view` read, a `waiting` check, an idle
 list's `pop`/`append`/`remove`/`len`, a `retired` or `handed_out` read or
@@ -76,6 +80,7 @@ import pooler_actors._core as core_module
 from pooler_actors import _effects as fx
 from pooler_actors import _fastpath as fastpath
 from pooler_actors._core import (
+    ASK,
     BACK,
     BROKEN,
     GIVEN,
@@ -185,6 +190,23 @@ class Held:
 
     lease: Lease[Any, Any]
     forget: bool  # a holder that never checks in
+
+
+class SimFuture:
+    """The reply future a checkout that queues itself gets (rule 10): its
+    request, as the simulator follows it."""
+
+    __slots__ = ("req",)
+
+    def __init__(self, req: Req) -> None:
+        self.req = req
+
+    def withdraw(self, error: BaseException) -> bool:
+        req = self.req  # the caller gives up: the pool stopped (rule 10)
+        if req.state != "pending":
+            return False
+        req.state, req.value = "withdrawn", error
+        return True
 
 
 @dataclass(eq=False, slots=True)
@@ -462,6 +484,7 @@ class SimKeyEntry(KeyEntry):
     def __init__(self, key: Hashable, *args: Any, **kwargs: Any) -> None:
         super().__init__(key, *args, **kwargs)
         self.idle = SimList(_sim(), "idle", key)
+        self.queue = SimCids(_sim())
 
 
 class SimLease(Lease[Any, Any]):
@@ -714,12 +737,28 @@ class Sim:
             exclusive=self.core.published.exclusive,
             shared=self.core.published.shared,
         )
+        self.pub.direct = self.core.published.direct
         self.core.published = self.pub
         self.pub.claim = self._claim_reply
+        self.pub.register = self._register
         self.exclusive = self.pub.exclusive
         # cids a checkin claimed (rule 9) whose GIVEN note is not read yet.
         self.handing: set[int] = set()
         self.taking: set[int] = set()  # cids a checkin took, not yet claimed
+        self.direct: list[Req] = []  # checkouts that queued themselves
+        self.unread: set[int] = set()  # ... whose ASK note is not read yet
+        self.enqueuing: set[int] = set()  # ... whose thread is still queuing
+        self._asks: list[Req] = []  # their ASK notes read in this event
+        # A resource that retires, even for a moment within one event (its
+        # holder's checkin lands in the same event), is retiring since then.
+        move = self.core._move
+
+        def moved(now: float, res: Resource, event: str) -> None:
+            move(now, res, event)
+            if res.phase is Phase.RETIRING:
+                self.retiring_since.setdefault(res.rid, self.now)
+
+        self.core._move = moved  # type: ignore[method-assign]
         # Every batch of notes the core reads (a `Notes` message's, or those a
         # checkin by message drains first) passes through `_counted`.
         notes = type(self.core).notes
@@ -931,6 +970,7 @@ class Sim:
         self._grants = []
         self._replied = set()
         self._created_keys = set()
+        self._asks = []
         self.in_event = True
         try:
             event(self.now)
@@ -981,6 +1021,12 @@ class Sim:
                 return False  # the supervisor sleeps until a message comes
             self._note(f"poll ({deque.__len__(self.pub.notes)} notes)")
             self._feed("poll", self._poll_event)
+            return True
+        if self.inbox[0][0] == "withdraw" and deque.__len__(self.pub.notes):
+            # The supervisor reads the notes before each message: a checkout
+            # that queued itself is read before its withdrawal (rule 10).
+            self._note("notes before a message")
+            self._feed("notes", self._drain_event)
             return True
         match self.inbox.popleft():
             case ("req", req):
@@ -1278,6 +1324,8 @@ class Sim:
         if kind in _GRANTS:
             self._on_grant(req, value)
             self._replied.add(effect.cid)
+            if req in self._asks and effect.caller is None:  # at once: a hit
+                self.counts["hits"] += 1
             if isinstance(value, Lease):  # the core counted it (`_hand`)
                 self.expect[value.rid] = self.expect.get(value.rid, 0) + 1
                 self._lease_out(value, f"cid {req.cid}")
@@ -1504,6 +1552,17 @@ class Sim:
             if msg[0] == "req" and msg[1].state == "pending":
                 msg[1].state, msg[1].value = "error", PoolClosedError("sim")
         self.inbox.clear()
+        # Then every reply still pending fails (callers a checkin took and
+        # did not claim yet, checkouts that queued themselves, unread: rule
+        # 10); withdrawals not read are moot.
+        self.pub.closed = "sim"
+        for req in {
+            id(r): r for r in (*self.pending_callers.values(), *self.direct)
+        }.values():
+            if req.state == "pending":
+                req.state, req.value = "error", PoolClosedError("sim")
+                req.answers += 1  # by the shell
+        self.pending_callers.clear()
 
     # --- callers ------------------------------------------------------------
 
@@ -1578,8 +1637,14 @@ class Sim:
         return True
 
     def _give_up(self) -> bool:
+        # A caller gives up while it waits: one queuing itself waits only
+        # once its ASK note is left (rule 10).
         pending = [
-            r for r in self.reqs[-40:] if r.state == "pending" and r.kind != "close"
+            r
+            for r in self.reqs[-40:]
+            if r.state == "pending"
+            and r.kind != "close"
+            and r.cid not in self.enqueuing
         ]
         if not pending:
             return False
@@ -1629,10 +1694,8 @@ class Sim:
             )
         else:
             self._note(f"{strand!r} checkout {key!r}")
-            strand.start(
-                "checkout",
-                lambda: fastpath.checkout(pub, key, self._debug, self._wake),
-            )
+            timeout = strand.timeout
+            strand.start("checkout", lambda: self._checkout(key, timeout))
         self._after_strand(strand)
         return True
 
@@ -1755,6 +1818,12 @@ class Sim:
                 )
             return
         took = self.hands.pop(strand, None)
+        if isinstance(value, SimFuture):  # queued itself: it waits
+            self.enqueuing.discard(value.req.cid)
+            if took is not None:
+                raise Violation(f"{strand!r} took resource {took.rid} and queued")
+            strand.asked = value.req
+            return
         if value is fastpath.MISS:
             if took is not None:
                 raise Violation(
@@ -1783,6 +1852,48 @@ class Sim:
         self._lease_out(value, repr(strand))
         self.held.append(Held(value, self.rng.random() < self.p_forget))
 
+    def _register(self) -> tuple[int, SimFuture]:
+        """`Replies.register` in the shell: a request number and future for a
+        checkout that queues itself (rule 10)."""
+        self.next_cid += 1
+        strand = self.running
+        assert strand is not None
+        req = Req(len(self.reqs) + 1, "checkout", strand.key, strand.timeout)
+        req.cid = self.next_cid
+        req.mark = len(self.opened)
+        self.reqs.append(req)
+        self.by_cid[req.cid] = req
+        self.direct.append(req)
+        self.unread.add(req.cid)
+        self.enqueuing.add(req.cid)
+        return req.cid, SimFuture(req)
+
+    def _ask_read(self, note: tuple[Any, ...]) -> None:
+        """The core reads a checkout that queued itself, as the shell would
+        have read its message."""
+        req = self.by_cid[note[2]]
+        self.unread.discard(req.cid)
+        self._note(f"  read ASK #{req.n} cid={req.cid} key={req.key!r}")
+        self.counts["acquires"] += 1
+        timeout = req.timeout if req.timeout is not None else self.opts.acquire_timeout
+        req.deadline = note[3] + timeout if timeout else INF
+        if not req.answers:
+            self.pending_callers[req.cid] = req
+        self._asks.append(req)
+
+    def _drain_event(self, now: float) -> None:
+        """The supervisor reads the notes before a message (no wake-up)."""
+        self.core.notes(now, *fastpath.drain(self.pub))
+
+    def _checkout(self, key: Hashable, timeout: float | None) -> Any:
+        """`Pool.checkout` as far as the hit path goes: a lease, a future
+        (queued itself), or `MISS` (it asks)."""
+        pub = self.pub
+        value = fastpath.checkout(pub, key, self._debug, self._wake)
+        if value is fastpath.MISS:
+            value = fastpath.enqueue(pub, key, timeout, self.now, self._wake)
+        return value
+
     def _claim_reply(self, cid: int) -> Callable[[Any], None] | None:
         """`Replies.claim` in the shell: a checkin claims caller `cid`'s
         future to hand its resource on (rule 9); `None` if it gave up."""
@@ -1792,10 +1903,11 @@ class Sim:
         if req is None or req.kind != "checkout" or not self.exclusive:
             raise Violation(f"a checkin claimed cid {cid}, not a queued checkout")
         if req.state != "pending":
-            if req.state != "withdrawn":
+            if req.state not in ("withdrawn", "error"):  # error: the pool stopped
                 raise Violation(f"a checkin claimed cid {cid}, {req.state}")
             return None
-        if cid not in self.core.callers:
+        reading = any(r.cid == cid for r in self._asks)  # its ASK note, now
+        if cid not in self.core.callers and cid not in self.unread and not reading:
             raise Violation(f"a checkin claimed cid {cid}, which the core answered")
         req.state = "claimed"
         self.handing.add(cid)
@@ -1856,6 +1968,8 @@ class Sim:
                 self.counts["broken"] += 1
             elif note[0] == GIVEN:
                 self.handing.discard(note[4])
+            elif note[0] == ASK:
+                self._ask_read(note)
             yield note
 
     # What the instrumented objects report (see `SimList` and the others).
@@ -1941,6 +2055,10 @@ class Sim:
         strand.noting = True
         kind = note[0]
         counts = self.counts
+        if kind == ASK:
+            req = self.by_cid[note[2]]
+            req.key, req.timeout = note[1], note[4]
+            return
         if kind == HIT:
             counts["acquires"] += 1
             counts["hits"] += 1
@@ -2140,6 +2258,11 @@ class Sim:
             for i, cid in enumerate(order):
                 later = [c for c in order[i + 1 :] if c in served]
                 if cid in still and later:
+                    # A checkin skips a caller that gave up (its withdrawal
+                    # is on its way) and serves the next (rule 9).
+                    gone = self.by_cid[cid].state == "withdrawn"
+                    if gone and all(self._taken(c) for c in later):
+                        continue
                     raise Violation(
                         f"FIFO: key {key!r} served {later} before earlier waiter {cid}"
                     )
@@ -2151,6 +2274,12 @@ class Sim:
             if res is None or res.phase is not Phase.OPEN or not res.mapped:
                 state = "gone" if res is None else res.phase.value
                 raise Violation(f"cid {cid} granted resource {rid}, now {state}")
+
+    def _taken(self, cid: int) -> bool:
+        """Whether a checkin took caller `cid` (rule 9)."""
+        caller = self.core.callers.get(cid)
+        taken = caller is not None and caller.taken
+        return taken or cid in self.handing or cid in self.taking
 
     def _check_slot_order(self) -> None:
         """A slot went to a caller while an older one, still waiting for a slot,
@@ -2379,6 +2508,8 @@ class Sim:
             kind = note[0]
             if kind == HIT:
                 pending.hits += 1
+                continue
+            if kind == ASK:
                 continue
             rid = note[1].rid
             pending.rids.add(rid)

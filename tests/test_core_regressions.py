@@ -408,3 +408,30 @@ def test_a_checkin_message_comes_after_its_leases_checkout_note() -> None:
     assert core.snapshot().holders == 1
     core.checkin(3.0, 5, first.value, broken=False)
     assert [c.rid for c in _take(core, fx.Close)] == [start.rid]
+
+
+def test_a_hit_that_finds_the_mark_set_rechecks_retired() -> None:
+    """Rule 2 (seed 939 with 2,500 seeds from 700): two callers read a shared
+    resource in `view`; a reclaim takes it out and reads `handed_out` unset;
+    the first caller then marks it, re-reads `view` and backs off; the
+    second, finding the mark set, skipped its re-check and used the resource
+    the reclaim was closing. It must check `retired` instead."""
+    core = _core(max_open_resources=1, reclaim_idle=True)
+    core.prewarm(0.0, 1, ["k0"])
+    (start,) = _take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    res = core.published.view["k0"]  # both callers read it here
+    core.effects.clear()
+    core.acquire(1.0, 2, "k1", None, {})  # waits for a slot: k0's is reclaimed
+    assert [c.rid for c in _take(core, fx.Close)] == [start.rid]
+    res.handed_out = True  # the first caller's mark; it then backs off
+
+    class Stale(dict[Any, Any]):
+        """`view` as the second caller saw it, before the reclaim."""
+
+        def __getitem__(self, key: Any) -> Any:
+            return res
+
+    pub = core.published
+    pub.view = Stale()
+    assert fastpath.hit(pub, "k0", _no_debug, _wake) is fastpath.MISS

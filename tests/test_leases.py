@@ -1311,3 +1311,83 @@ def test_a_checkin_hands_its_connection_to_the_queued_caller_itself() -> None:
         assert pool.checkin(got[0])
         wait_for(lambda: pool.stats().holders == 0)
     assert made == [first.resource]
+
+
+def test_a_checkin_hands_on_to_a_future_with_a_done_callback() -> None:
+    """Rule 9 and a `ref.ask(Checkout(...), block=False)` future with a
+    user's done-callback: the checkin serves it (the callback runs on a
+    thread of its own), rather than leaving it unanswered."""
+
+    class Conn:
+        def ping(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    called = threading.Event()
+    with Pool(lambda key: Conn(), max_open_resources=1, max_holders=1) as pool:
+        first = pool.checkout("t")
+        future = pool.actor_ref.ask(Checkout("t", timeout=30), block=False)
+        future.add_done_callback(lambda f: called.set())
+        wait_for(lambda: pool.stats().wait_count == 1)
+        assert pool.checkin(first)
+        second = future.get(timeout=10)
+        assert second.resource is first.resource
+        assert called.wait(10)
+        assert pool.checkin(second)
+        wait_for(lambda: pool.stats().holders == 0 and pool.stats().checkouts == 2)
+
+
+def test_a_checkout_queues_itself_behind_queued_callers() -> None:
+    """Rule 10 of `_fastpath`: a checkout of a key with queued callers queues
+    itself, and checkins serve it in order, while the supervisor is stuck
+    (in a logging call) from the moment the first waiter was queued; the
+    books agree once it resumes."""
+    queued, gate = threading.Event(), threading.Event()
+
+    class StuckLogger:
+        def _log(self, event: str, **fields: Any) -> None:
+            if event == "pool.acquire.queued" and not queued.is_set():
+                queued.set()
+                assert gate.wait(30)
+
+        debug = info = warning = error = _log
+
+        def is_enabled_for(self, _level: int) -> bool:
+            return True
+
+    class Conn:
+        def ping(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    order: list[str] = []
+    leases: dict[str, Lease[str, Conn]] = {}
+
+    def wait_for_it(name: str) -> None:
+        leases[name] = pool.checkout("t", timeout=30)
+        order.append(name)
+
+    with Pool(
+        lambda key: Conn(), max_open_resources=1, max_holders=1, logger=StuckLogger()
+    ) as pool:
+        first = pool.checkout("t")
+        second = threading.Thread(target=wait_for_it, args=("second",), daemon=True)
+        second.start()
+        assert queued.wait(10)  # queued by the core; the supervisor is stuck now
+        third = threading.Thread(target=wait_for_it, args=("third",), daemon=True)
+        third.start()
+        wait_for(lambda: len(pool._pub.queue.get("t", ())) == 2)  # queued itself
+        assert pool.checkin(first)
+        second.join(10)
+        assert order == ["second"]
+        assert pool.checkin(leases["second"])
+        third.join(10)
+        assert order == ["second", "third"]
+        assert not gate.is_set()  # the supervisor took no part
+        gate.set()
+        wait_for(lambda: pool.stats().wait_count == 0)
+        stats = pool.stats()
+        assert (stats.checkouts, stats.holders, stats.waits) == (3, 1, 2)
+        assert stats.acquires == 3
+        assert pool.checkin(leases["third"])
+        wait_for(lambda: pool.stats().holders == 0)

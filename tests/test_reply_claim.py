@@ -28,14 +28,28 @@ def test_a_claimed_future_cannot_be_withdrawn_and_is_settled_by_its_claimer() ->
     assert done == ["lease"]
 
 
-def test_a_withdrawn_future_or_one_with_a_users_callback_is_not_claimed() -> None:
+def test_a_withdrawn_future_is_not_claimed() -> None:
     gone: PoolFuture[str] = PoolFuture()
     assert gone.withdraw(pykka.Timeout("gave up"))
     assert not gone.claim()
+
+
+def test_a_users_callback_runs_off_the_claimers_thread() -> None:
+    """The claimer is a caller's checkin: a callback must not hold it up."""
     watched: PoolFuture[str] = PoolFuture()
-    watched.add_done_callback(lambda f: None)  # it would run in the claimer
-    assert not watched.claim()
-    assert watched.try_set("the core's")
+    ran: list[str] = []
+    done = threading.Event()
+
+    def callback(future: PoolFuture[str]) -> None:
+        ran.append(threading.current_thread().name)
+        done.set()
+
+    watched.add_done_callback(callback)
+    assert watched.claim()
+    watched.fulfil("lease")
+    assert done.wait(10)
+    assert ran == ["pooler_actors-callback"]
+    assert watched.get(timeout=0) == "lease"
 
 
 def test_replies_claim_gives_the_settling_function_or_none() -> None:

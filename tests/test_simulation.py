@@ -22,6 +22,7 @@ from simulation import SimResult, run_seed, run_seeds
 
 from pooler_actors import _fastpath as fastpath
 from pooler_actors._core import (
+    ASK,
     GIVEN,
     OUT,
     POLLING,
@@ -199,9 +200,7 @@ def test_the_simulation_catches_a_core_closing_what_it_did_not_take(
 
     monkeypatch.setattr(PoolCore, "_claim", claim)
     found = _first_violation(SEARCH_SEEDS)
-    assert "Close of resource" in str(found.violation) or "pinged" in str(
-        found.violation
-    )
+    assert "Close of" in str(found.violation) or "pinged" in str(found.violation)
 
 
 def test_the_simulation_catches_a_notes_message_read_before_polling_is_set(
@@ -331,6 +330,49 @@ def test_the_simulation_catches_a_hand_over_settled_before_its_note(
     monkeypatch.setattr(fastpath, "_hand_on", hand_on)
     found = _first_violation(SEARCH_SEEDS)
     assert "holders" in str(found.violation) or "GIVEN" in str(found.violation)
+
+
+def test_the_simulation_catches_a_checkout_noted_before_it_is_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 10: a checkout that queues itself appends its number, then its
+    ASK note; here the other way round, so the core can read the note before
+    the number is there, take the caller for one a checkin took, and never
+    serve or time it out."""
+
+    def enqueue(pub: Published, key: Any, timeout: Any, since: float, wake: Any) -> Any:
+        if not pub.direct or timeout == 0 or pub.register is None:
+            return fastpath.MISS
+        queue = pub.queue.get(key)
+        if queue is None:
+            return fastpath.MISS
+        cid, future = pub.register()
+        fastpath._note(pub, (ASK, key, cid, since, timeout, {}, queue), wake)  # first
+        queue.append(cid)  # ...then
+        return future
+
+    monkeypatch.setattr(fastpath, "enqueue", enqueue)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "past its deadline" in str(found.violation)
+
+
+def test_the_simulation_catches_a_core_reading_a_served_checkout_as_new(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 10: the core takes a self-queued checkout's number back before
+    it reads it as a request; here it reads it anyway, so a caller a checkin
+    has served is answered again."""
+
+    def asked(self: PoolCore, now: float, note: tuple[Any, ...]) -> None:
+        _, key, cid, since, timeout, context, queue = note
+        with contextlib.suppress(ValueError):
+            queue.remove(cid)
+        self.acquire(now, cid, key, timeout, context, hold=True, since=since)
+
+    monkeypatch.setattr(PoolCore, "_asked", asked)
+    found = _first_violation(SEARCH_SEEDS)
+    violation = str(found.violation)
+    assert "answered twice" in violation or "the core keeps" in violation
 
 
 def test_a_failing_seed_is_reported_with_its_replay(
