@@ -1260,39 +1260,47 @@ def test_thread_storm_keeps_every_lease_promise(
     assert stats.holders == 0 and stats.open_resources <= STORM_CAP
 
 
+class _Conn:
+    """A connection that does nothing: the tests below watch the pool."""
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _StuckLogger:
+    """A logger that blocks the supervisor's thread at the first
+    `pool.acquire.queued` event until `gate` is set; `queued` says it did."""
+
+    def __init__(self) -> None:
+        self.queued, self.gate = threading.Event(), threading.Event()
+
+    def _log(self, event: str, **fields: Any) -> None:
+        if event == "pool.acquire.queued" and not self.queued.is_set():
+            self.queued.set()
+            assert self.gate.wait(30)
+
+    debug = info = warning = error = _log
+
+    def is_enabled_for(self, _level: int) -> bool:
+        return True
+
+
 def test_a_checkin_hands_its_connection_to_the_queued_caller_itself() -> None:
     """Rule 9 of `_fastpath`: a checkin serves the caller queued for its key
     in its own thread. Here the supervisor is stuck (in a logging call) from
     the moment the second caller is queued; the first caller's checkin still
     hands the connection over, and the pool's books agree once it resumes."""
-    queued, gate = threading.Event(), threading.Event()
+    logger = _StuckLogger()
+    queued, gate = logger.queued, logger.gate
+    made: list[_Conn] = []
 
-    class StuckLogger:
-        def _log(self, event: str, **fields: Any) -> None:
-            if event == "pool.acquire.queued":
-                queued.set()
-                assert gate.wait(30)
-
-        debug = info = warning = error = _log
-
-        def is_enabled_for(self, _level: int) -> bool:
-            return True
-
-    class Conn:
-        def ping(self) -> None: ...
-
-        def close(self) -> None: ...
-
-    made: list[Conn] = []
-
-    def connect(key: str) -> Conn:
-        made.append(Conn())
+    def connect(key: str) -> _Conn:
+        made.append(_Conn())
         return made[-1]
 
-    got: list[Lease[str, Conn]] = []
-    with Pool(
-        connect, max_open_resources=1, max_holders=1, logger=StuckLogger()
-    ) as pool:
+    got: list[Lease[str, _Conn]] = []
+    with Pool(connect, max_open_resources=1, max_holders=1, logger=logger) as pool:
         first = pool.checkout("t")
         waiter = threading.Thread(
             target=lambda: got.append(pool.checkout("t", timeout=30)), daemon=True
@@ -1317,14 +1325,8 @@ def test_a_checkin_hands_on_to_a_future_with_a_done_callback() -> None:
     """Rule 9 and a `ref.ask(Checkout(...), block=False)` future with a
     user's done-callback: the checkin serves it (the callback runs on a
     thread of its own), rather than leaving it unanswered."""
-
-    class Conn:
-        def ping(self) -> None: ...
-
-        def close(self) -> None: ...
-
     called = threading.Event()
-    with Pool(lambda key: Conn(), max_open_resources=1, max_holders=1) as pool:
+    with Pool(lambda key: _Conn(), max_open_resources=1, max_holders=1) as pool:
         first = pool.checkout("t")
         future = pool.actor_ref.ask(Checkout("t", timeout=30), block=False)
         future.add_done_callback(lambda f: called.set())
@@ -1342,33 +1344,17 @@ def test_a_checkout_queues_itself_behind_queued_callers() -> None:
     itself, and checkins serve it in order, while the supervisor is stuck
     (in a logging call) from the moment the first waiter was queued; the
     books agree once it resumes."""
-    queued, gate = threading.Event(), threading.Event()
-
-    class StuckLogger:
-        def _log(self, event: str, **fields: Any) -> None:
-            if event == "pool.acquire.queued" and not queued.is_set():
-                queued.set()
-                assert gate.wait(30)
-
-        debug = info = warning = error = _log
-
-        def is_enabled_for(self, _level: int) -> bool:
-            return True
-
-    class Conn:
-        def ping(self) -> None: ...
-
-        def close(self) -> None: ...
-
+    logger = _StuckLogger()
+    queued, gate = logger.queued, logger.gate
     order: list[str] = []
-    leases: dict[str, Lease[str, Conn]] = {}
+    leases: dict[str, Lease[str, _Conn]] = {}
 
     def wait_for_it(name: str) -> None:
         leases[name] = pool.checkout("t", timeout=30)
         order.append(name)
 
     with Pool(
-        lambda key: Conn(), max_open_resources=1, max_holders=1, logger=StuckLogger()
+        lambda key: _Conn(), max_open_resources=1, max_holders=1, logger=logger
     ) as pool:
         first = pool.checkout("t")
         second = threading.Thread(target=wait_for_it, args=("second",), daemon=True)
