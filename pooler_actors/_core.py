@@ -1260,6 +1260,7 @@ class PoolCore:
             self._early.add(cid)
             return
         self.timers.cancel(caller.timer)
+        caller.handoff = False  # the checkin took its number already
         self._unqueue(caller)
         caller.joined = None
         caller.answered = now
