@@ -30,7 +30,6 @@ from pooler_actors._effects import (
     Abandon,
     CancelSlot,
     Close,
-    Delivered,
     Effect,
     Fail,
     Log,
@@ -1254,7 +1253,6 @@ class PoolCore:
         if lease in res.leases:  # else voided by a drain timeout: so is `given`
             res.leases.discard(lease)
             res.leases.add(given)
-        self.effects.append(Delivered(cid))
         caller = self.callers.pop(cid, None)
         if caller is None:  # it queued itself, and its ASK note comes next
             self._early.add(cid)
@@ -1275,9 +1273,13 @@ class PoolCore:
         if a checkin took the number first, its caller is served there (a
         `GIVEN` note follows) or gave up (its withdrawal follows)."""
         _, key, cid, since, timeout, context, queue = note
-        try:
-            queue.remove(cid)
-        except ValueError:
+        taken = cid not in queue  # (most are, under load: no exception then)
+        if not taken:
+            try:
+                queue.remove(cid)
+            except ValueError:  # a checkin took it just now
+                taken = True
+        if taken:
             self.n["acquires"] += 1
             self.n["waits"] += 1
             caller = Caller(cid, key, True, since, _INF, timeout, context, queued=True)

@@ -15,7 +15,6 @@ __all__ = [
     "Abandon",
     "CancelSlot",
     "Close",
-    "Delivered",
     "Effect",
     "Fail",
     "Log",
@@ -42,14 +41,6 @@ class Reply:
     cid: int
     value: Any
     caller: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """Caller ``cid`` got its lease from a checkin on the hit path: the shell
-    forgets its reply future."""
-
-    cid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +129,6 @@ class Stopped:
 
 Effect = (
     Reply
-    | Delivered
     | Fail
     | Start
     | Ping

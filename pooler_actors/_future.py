@@ -284,15 +284,14 @@ class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
     def claim(self, cid: int) -> Callable[[Any], None] | None:
         """`Published.claim`: the `fulfil` of request `cid`'s future, claimed;
         `None` if its caller gave up. Called in a caller's thread: a checkin
-        handing its resource on (`_fastpath`, rule 9)."""
+        handing its resource on (`_fastpath`, rule 9). A claimed request is
+        answered by its claimer and forgotten here at once: the core, which
+        finds its number taken, sends it nothing."""
         entry = self.get(cid)
         if entry is None or not entry[0].claim():
-            return None
+            return None  # it gave up: the core may still grant it (undelivered)
+        del self[cid]
         return entry[0].fulfil
-
-    def forget(self, cid: int) -> None:
-        """Request `cid` was answered by a checkin (`Delivered`)."""
-        self.pop(cid, None)
 
     def fail_grants(self, error: BaseException) -> None:
         """Fail every request still waiting for a grant (the pool stopped)."""

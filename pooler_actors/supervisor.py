@@ -136,7 +136,6 @@ class PoolSupervisor(PoolActor):
         }
         self._do: dict[type, Callable[[Any], None]] = {
             fx.Reply: self._reply,
-            fx.Delivered: lambda e: self._replies.forget(e.cid),
             fx.Fail: lambda e: self._replies.fail(e.cid, e.error),
             fx.Start: lambda e: a.start(e.rid, e.key, e.attempt),
             fx.Ping: lambda e: a.tell(e.rid, im.Ping(e.seq)),

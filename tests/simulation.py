@@ -360,6 +360,10 @@ class SimCids(deque[int]):
         self.sim.point("queue", "remove")
         deque.remove(self, cid)
 
+    def __contains__(self, cid: object) -> bool:
+        self.sim.point("queue", "in")
+        return deque.__contains__(self, cid)
+
     def __len__(self) -> int:
         self.sim.point("queue", "len")
         return deque.__len__(self)
@@ -1260,11 +1264,6 @@ class Sim:
                 self._on_reply(effect)
             case fx.Fail():
                 self._on_fail(effect)
-            case fx.Delivered(cid):
-                self._note(f"  -> Delivered cid={cid}")
-                req = self.by_cid[cid]
-                if req.state not in ("claimed", "value") or cid in self.handing:
-                    raise Violation(f"Delivered for cid {cid} ({req.state})")
             case fx.Start():
                 self._on_start(effect)
             case fx.Ping(rid, seq):
