@@ -434,7 +434,8 @@ class PoolCore:
         caller.queued = True
         self._add_caller(caller)
         self._enqueue(self._entry(key), caller, slot=room)
-        self._log("debug", "pool.acquire.queued", key, context, waiting=self.queued)
+        if self.debug:
+            self._log("debug", "pool.acquire.queued", key, context, waiting=self.queued)
         self._pump(now)
 
     def checkin(
@@ -1263,9 +1264,14 @@ class PoolCore:
         caller.joined = None
         caller.answered = now
         waited = self._waited(now, caller)
-        self._log(
-            "debug", "pool.acquire.granted", caller.key, caller.context, wait_s=waited
-        )
+        if self.debug:  # (a hot path: no keyword arguments built for nothing)
+            self._log(
+                "debug",
+                "pool.acquire.granted",
+                caller.key,
+                caller.context,
+                wait_s=waited,
+            )
 
     def _asked(self, now: float, note: tuple[Any, ...]) -> None:
         """A checkout that queued itself on the hit path (rule 10): the core
