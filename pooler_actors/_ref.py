@@ -85,11 +85,16 @@ class PoolRef(pykka.ActorRef[Any]):
             return future
         return self.wait(future, timeout)
 
+    def withdrawable(self, future: PoolFuture[Any]) -> PoolFuture[Any]:
+        """`future`, which tells the supervisor when its caller gives up."""
+        if future.on_withdraw is None:
+            future.on_withdraw = lambda: self.tell(Withdraw(future))
+        return future
+
     def wait(self, future: PoolFuture[Any], timeout: float | None = None) -> Any:
         """The answer to a request; a caller that gives up (a timeout, an
         interrupt) withdraws it and is never granted anything afterwards."""
-        if future.on_withdraw is None:
-            future.on_withdraw = lambda: self.tell(Withdraw(future))
+        self.withdrawable(future)
         try:
             return future.get(timeout=timeout)
         except pykka.Timeout:

@@ -132,9 +132,25 @@ class AsyncPool(FacadeBase[K, T]):
         """Hold one resource of `key`; see
         [Pool.checkout][pooler_actors.Pool.checkout]."""
         lease = self._take(key, timeout)
-        if lease is fastpath.MISS:
-            lease = await self._ask(Checkout(key, timeout))
-        return cast("Lease[K, T]", lease)
+        if lease is not fastpath.MISS:
+            return cast("Lease[K, T]", lease)
+        self._loop.bind(asyncio.get_running_loop())
+        future = self._queue_self(key, timeout)  # rule 10 of _fastpath
+        if future is fastpath.MISS:
+            future = self._ref.ask(Checkout(key, timeout), block=False)
+        try:
+            return cast("Lease[K, T]", await future)
+        except asyncio.CancelledError:
+            # Granted (or being handed over) just as the task was cancelled:
+            # the lease nobody will receive goes back instead of being lost.
+            future.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, future: PoolFuture[Any]) -> None:
+        with contextlib.suppress(BaseException):
+            lease = future.get(timeout=0)
+            if isinstance(lease, Lease):
+                self._give(lease, broken=False)
 
     async def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
         """Give `lease` back; see [Pool.checkin][pooler_actors.Pool.checkin]."""

@@ -1377,3 +1377,37 @@ def test_a_checkout_queues_itself_behind_queued_callers() -> None:
         assert stats.acquires == 3
         assert pool.checkin(leases["third"])
         wait_for(lambda: pool.stats().holders == 0)
+
+
+@pytest.mark.parametrize("max_waiting", [None, 10], ids=["queued-itself", "asked"])
+def test_a_cancelled_async_checkout_granted_meanwhile_gives_the_lease_back(
+    max_waiting: int | None,
+) -> None:
+    """A task cancelled just after its checkout was granted (here by a
+    checkin handing its connection on, before the task ran again) never
+    receives the lease: the pool takes it back instead of losing it. The
+    checkout queued itself (rule 10 of `_fastpath`), or, with `max_waiting`
+    set, asked the supervisor."""
+
+    async def main() -> None:
+        async with AsyncPool(
+            lambda key: _Conn(),
+            max_open_resources=1,
+            max_holders=1,
+            max_waiting=max_waiting,
+        ) as pool:
+            first = await pool.checkout("t")
+            waiter = asyncio.create_task(pool.checkout("t", timeout=30))
+            for _ in range(10_000):  # until the core has queued it
+                if (await pool.stats()).wait_count:
+                    break
+                await asyncio.sleep(0.001)
+            assert await pool.checkin(first)  # granted to the waiter, now
+            waiter.cancel()  # before the waiter's task runs again
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            again = await pool.checkout("t", timeout=10)
+            assert again.resource is first.resource
+            assert await pool.checkin(again)
+
+    asyncio.run(main())
