@@ -645,10 +645,12 @@ def test_a_refresh_replaces_the_resource_within_the_fleet_limit(
     assert result(*in_thread(lambda: pool.refresh("a"))) is True
     lease = pool.checkout("a", timeout=5)
     assert lease.resource is not old
-    assert old.closed
+    # The refresh answers once the new one is open; the old one's close runs
+    # in its own actor, a moment later.
+    wait_for(lambda: old.closed)
     pool.checkin(lease)
-    assert fleet.counted(name)[:2] == (1, limit)
-    assert pool.stats().global_held == 1
+    wait_for(lambda: fleet.counted(name)[:2] == (1, limit))
+    wait_for(lambda: pool.stats().global_held == 1)  # once its close is reported
 
 
 def test_prewarm_and_timeout_zero_do_not_queue_for_a_fleet_slot(
