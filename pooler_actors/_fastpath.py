@@ -94,10 +94,15 @@ CPython (3.13t/3.14t), whose built-in containers lock internally:
     then reads `closed`; the shell sets `closed`, then fails every grant
     still pending when the pool stops: a caller that queued itself too
     late withdraws, so nobody waits for a pool that reads no more notes.
+    A caller interrupted while it queues itself (between its number and
+    its note) withdraws its future (the shell made it tell the supervisor):
+    no checkin can claim it, and the core drops it; if a checkin served it
+    already, its lease goes back (`give_back`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -120,7 +125,17 @@ from pooler_actors._core import (
 from pooler_actors.errors import PoolClosedError
 from pooler_actors.lease import Lease
 
-__all__ = ["MISS", "POLL", "checkin", "checkout", "drain", "enqueue", "hit", "poll"]
+__all__ = [
+    "MISS",
+    "POLL",
+    "checkin",
+    "checkout",
+    "drain",
+    "enqueue",
+    "give_back",
+    "hit",
+    "poll",
+]
 
 POLL = 0.005
 """How often, in seconds, the supervisor reads notes while `POLLING` (rule 6):
@@ -235,14 +250,34 @@ def enqueue(
         return MISS  # an unknown key, or one that may need a new resource
     cid, future = pub.register()
     context = get_contextvars()
-    queue.append(cid)  # rule 10: visible to checkins now, then its note
-    # A checkin that looked at `queue` before the append left its resource
-    # idle: then the core serves this caller, at once.
-    urgent = bool(pub.idle.get(key))
-    _note(pub, (ASK, key, cid, since, timeout, context, queue), wake, urgent)
+    try:
+        queue.append(cid)  # rule 10: visible to checkins now, then its note
+        # A checkin that looked at `queue` before the append left its
+        # resource idle: then the core serves this caller, at once.
+        urgent = bool(pub.idle.get(key))
+        _note(pub, (ASK, key, cid, since, timeout, context, queue), wake, urgent)
+    except BaseException as error:  # interrupted (Ctrl-C): it gives up
+        # Withdrawn, no checkin serves it and the core drops it; served by a
+        # checkin already, its lease goes back: nothing is left behind.
+        if not future.withdraw(error):
+            give_back(pub, future, wake)
+        raise
     if pub.closed is not None:  # the pool stopped: nobody reads the note
         future.withdraw(PoolClosedError(pub.closed))
     return future
+
+
+def give_back(pub: Published, future: Any, wake: Wake) -> None:
+    """Check in the lease `future` is or will be settled with, if it is one:
+    its caller will not take it (it gave up just as it was granted)."""
+
+    def back(settled: Any) -> None:
+        with contextlib.suppress(BaseException):
+            lease = settled.get(timeout=0)
+            if isinstance(lease, Lease):
+                checkin(pub, lease, False, wake)
+
+    future.add_done_callback(back)
 
 
 def checkin(pub: Published, lease: Lease[Any, Any], broken: bool, wake: Wake) -> bool:

@@ -273,11 +273,15 @@ class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
         #: queue themselves (one `next`, atomic).
         self.cids = itertools.count(1)
 
-    def register(self) -> tuple[int, PoolFuture[Any]]:
+    def register(
+        self, withdraw: Callable[[PoolFuture[Any]], None]
+    ) -> tuple[int, PoolFuture[Any]]:
         """`Published.register`: a new request number and its reply future,
-        for a checkout that queues itself in its own thread (rule 10)."""
+        for a checkout that queues itself in its own thread (rule 10); the
+        future calls `withdraw(future)` when its caller gives up."""
         future: PoolFuture[Any] = PoolFuture()
         future.cid = cid = next(self.cids)
+        future.on_withdraw = lambda: withdraw(future)
         self[cid] = (future, True)
         return cid, future
 

@@ -85,10 +85,14 @@ class PoolRef(pykka.ActorRef[Any]):
             return future
         return self.wait(future, timeout)
 
+    def withdraw(self, future: PoolFuture[Any]) -> None:
+        """Tell the supervisor that `future`'s caller gave up."""
+        self.tell(Withdraw(future))
+
     def withdrawable(self, future: PoolFuture[Any]) -> PoolFuture[Any]:
         """`future`, which tells the supervisor when its caller gives up."""
         if future.on_withdraw is None:
-            future.on_withdraw = lambda: self.tell(Withdraw(future))
+            future.on_withdraw = lambda: self.withdraw(future)
         return future
 
     def wait(self, future: PoolFuture[Any], timeout: float | None = None) -> Any:

@@ -143,14 +143,8 @@ class AsyncPool(FacadeBase[K, T]):
         except asyncio.CancelledError:
             # Granted (or being handed over) just as the task was cancelled:
             # the lease nobody will receive goes back instead of being lost.
-            future.add_done_callback(self._give_back)
+            fastpath.give_back(self._ref.published, future, self._ref.wake)
             raise
-
-    def _give_back(self, future: PoolFuture[Any]) -> None:
-        with contextlib.suppress(BaseException):
-            lease = future.get(timeout=0)
-            if isinstance(lease, Lease):
-                self._give(lease, broken=False)
 
     async def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
         """Give `lease` back; see [Pool.checkin][pooler_actors.Pool.checkin]."""

@@ -93,7 +93,8 @@ class PoolSupervisor(PoolActor):
         self._core = c = PoolCore(options, pool_id=self, rand=rand)
         ref.published, ref.events = c.published, self._events  # the hit path
         self._replies = r = Replies()
-        c.published.claim, c.published.register = r.claim, r.register  # _fastpath
+        c.published.claim = r.claim  # rules 9 and 10 of _fastpath
+        c.published.register = lambda: r.register(ref.withdraw)
         self._watchers: list[pykka.ActorRef[Any]] = []
         self._fleet: Any = None
         if options.global_capacity is not None:  # a bad one fails here, not later

@@ -12,6 +12,7 @@ import asyncio
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Hashable, MutableMapping
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from pooler_actors import (
     Pool,
     PoolClosedError,
 )
+from pooler_actors._core import ASK
 
 T = TypeVar("T")
 
@@ -1411,3 +1413,34 @@ def test_a_cancelled_async_checkout_granted_meanwhile_gives_the_lease_back(
             assert await pool.checkin(again)
 
     asyncio.run(main())
+
+
+def test_a_checkout_interrupted_while_it_queues_itself_leaves_nothing_behind() -> None:
+    """Rule 10 and SPEC 7's interrupted caller: a checkout interrupted
+    (Ctrl-C) between putting its number in the key's queue and its note has
+    given up; the next checkin does not hand the connection to it, and the
+    connection is not lost."""
+
+    class Interrupting(deque[tuple[Any, ...]]):
+        """The notes, until a checkout's note: then an interrupt instead."""
+
+        def append(self, note: tuple[Any, ...]) -> None:
+            if note[0] == ASK:
+                raise KeyboardInterrupt
+            super().append(note)
+
+    with Pool(lambda key: _Conn(), max_open_resources=1, max_holders=1) as pool:
+        first = pool.checkout("t")
+        pub = pool.actor_ref.published
+        notes, pub.notes = pub.notes, Interrupting()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                pool.checkout("t", timeout=30)
+        finally:
+            left, pub.notes = pub.notes, notes
+            notes.extend(left)
+        assert pool.checkin(first)  # not handed to the caller that gave up
+        again = pool.checkout("t", timeout=10)
+        assert again.resource is first.resource
+        assert pool.checkin(again)
+        wait_for(lambda: pool.stats().holders == 0)
