@@ -2258,9 +2258,10 @@ class Sim:
                 later = [c for c in order[i + 1 :] if c in served]
                 if cid in still and later:
                     # A checkin skips a caller that gave up (its withdrawal
-                    # is on its way) and serves the next (rule 9).
-                    gone = self.by_cid[cid].state == "withdrawn"
-                    if gone and all(self._taken(c) for c in later):
+                    # is on its way) and serves the next (rule 9); or a
+                    # checkin serves this one now, and the next another.
+                    ahead = self.by_cid[cid].state == "withdrawn" or self._taken(cid)
+                    if ahead and all(self._taken(c) for c in later):
                         continue
                     raise Violation(
                         f"FIFO: key {key!r} served {later} before earlier waiter {cid}"
