@@ -1258,20 +1258,8 @@ class PoolCore:
         if caller is None:  # it queued itself, and its ASK note comes next
             self._early.add(cid)
             return
-        self.timers.cancel(caller.timer)
         caller.handoff = False  # the checkin took its number already
-        self._unqueue(caller)
-        caller.joined = None
-        caller.answered = now
-        waited = self._waited(now, caller)
-        if self.debug:  # (a hot path: no keyword arguments built for nothing)
-            self._log(
-                "debug",
-                "pool.acquire.granted",
-                caller.key,
-                caller.context,
-                wait_s=waited,
-            )
+        self._served(now, caller)
 
     def _asked(self, now: float, note: tuple[Any, ...]) -> None:
         """A checkout that queued itself on the hit path (rule 10): the core
@@ -1393,12 +1381,18 @@ class PoolCore:
 
     def _answer(self, now: float, caller: Caller, value: Any) -> None:
         del self.callers[caller.cid]
+        self._served(now, caller)
+        self.effects.append(Reply(caller.cid, value, caller))
+
+    def _served(self, now: float, caller: Caller) -> None:
+        """`caller` has what it asked for: out of its queues, timer cancelled,
+        its wait counted (by the core's reply, or a checkin's hand-on)."""
         self.timers.cancel(caller.timer)
         self._unqueue(caller)
         caller.joined = None
         caller.answered = now
         waited = self._waited(now, caller)
-        if caller.queued:
+        if caller.queued and self.debug:  # a hot path: no keywords built for nothing
             self._log(
                 "debug",
                 "pool.acquire.granted",
@@ -1406,7 +1400,6 @@ class PoolCore:
                 caller.context,
                 wait_s=waited,
             )
-        self.effects.append(Reply(caller.cid, value, caller))
 
     def _answer_error(self, now: float, caller: Caller, error: BaseException) -> None:
         del self.callers[caller.cid]

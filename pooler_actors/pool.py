@@ -7,7 +7,6 @@ supervisor, whose `ActorRef` is [Pool.actor_ref][pooler_actors.Pool.actor_ref].
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from time import monotonic
 from types import TracebackType
 from typing import Any, Generic, Self, cast, overload
 
@@ -134,8 +133,8 @@ class Pool(FacadeBase[K, T]):
         if timeout is None or (type(timeout) in (int, float) and timeout >= 0):
             pub = self._pub
             lease = fastpath.checkout(pub, key, self._events.debug_known, ref.wake)
-            if lease is MISS:  # callers queued for the key: queue up here
-                lease = fastpath.enqueue(pub, key, timeout, monotonic(), ref.wake)
+            if lease is MISS:  # it must wait: queue up here if it may
+                lease = self._queue_self(key, timeout)
                 if lease is not MISS:
                     return cast("Lease[K, T]", ref.wait(lease))
         if lease is MISS:
