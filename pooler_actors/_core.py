@@ -26,6 +26,20 @@ from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pooler_actors._counter import (
+    ASK,
+    BACK,
+    BROKEN,
+    GIVEN,
+    HANDOVER,
+    HIT,
+    IN,
+    OUT,
+    POLLING,
+    QUIET,
+    WOKEN,
+)
+from pooler_actors._counter import Counter as Published
 from pooler_actors._effects import (
     Abandon,
     CancelSlot,
@@ -148,92 +162,6 @@ class KeyEntry:
     waiters: dict[int, Caller] = field(default_factory=dict)  # FIFO by cid
     idle: list[Resource] = field(default_factory=list)  # exclusive: free to take
     queue: deque[int] = field(default_factory=deque)  # exclusive: `Published.queue`
-
-
-QUIET, POLLING, WOKEN = 0, 1, 2
-"""`Published.noted`: the next note wakes the supervisor (`QUIET`); it reads
-the notes every few milliseconds, so only an urgent note wakes it
-(`POLLING`); a `Notes` message is on its way (`WOKEN`). See rule 6 of
-[_fastpath][pooler_actors._fastpath]."""
-
-
-class Published:
-    """What the core publishes for callers' own threads (the hit path).
-
-    Written only by the core; callers read `view`, `waiting` and `debug`, and
-    take from and give back to the `idle` lists (`list.pop`/`append`, atomic)
-    following the rules in [_fastpath][pooler_actors._fastpath]. They report
-    what they did through `notes`, which the shell drains into
-    [PoolCore.notes][pooler_actors._core.PoolCore.notes].
-    """
-
-    __slots__ = (
-        "claim",
-        "closed",
-        "direct",
-        "exclusive",
-        "hits",
-        "idle",
-        "noted",
-        "notes",
-        "pool_id",
-        "queue",
-        "register",
-        "shared",
-        "single",
-        "starved",
-        "view",
-        "waiting",
-    )
-
-    def __init__(self, pool_id: object, *, exclusive: bool, shared: bool) -> None:
-        self.pool_id = pool_id
-        #: Leases are exclusive (`max_holders=1`): checkins go to idle lists.
-        self.exclusive = exclusive
-        #: One resource per key, any number of holders: `view` is kept.
-        self.shared = shared
-        #: Shared mode: key -> its open resource's record.
-        self.view: dict[Hashable, Resource] = {}
-        #: Exclusive mode: key -> its list of idle resources (KeyEntry.idle).
-        self.idle: dict[Hashable, list[Resource]] = {}
-        #: Keys with callers queued in the core: the hit path stays out of them.
-        self.waiting: set[Hashable] = set()
-        #: Callers wait for a slot: an idle resource may be reclaimed for them,
-        #: so a checkin is urgent news (rule 6).
-        self.starved = False
-        #: Exclusive mode: key -> the numbers (cids) of its queued callers, in
-        #: order, that a checkin may hand its resource to (rules 9, 10).
-        self.queue: dict[Hashable, deque[int]] = {}
-        #: Set by the shell: claim caller `cid`'s reply, `None` if it gave up;
-        #: else the function that settles it (see `PoolFuture.claim`).
-        self.claim: Callable[[int], Callable[[Any], None] | None] = _nobody
-        #: Set by the shell: a new request number and its reply future, for a
-        #: checkout that queues itself (rule 10).
-        self.register: Callable[[], tuple[int, Any]] | None = None
-        #: A checkout may queue itself in `queue` (exclusive, no `max_waiting`).
-        self.direct = False
-        #: `max_per_key == 1`: a known key with nothing idle has its one
-        #: resource in use (or coming), so a checkout may queue itself.
-        self.single = False
-        #: Set by the shell to the pool's name once it has stopped: notes are
-        #: read no more.
-        self.closed: str | None = None
-        #: What callers did on the hit path, for the core (appended by callers).
-        self.notes: deque[tuple[Any, ...]] = deque()
-        #: Keys of hits with no debug context: the cheapest note of all.
-        self.hits: deque[Hashable] = deque()
-        #: How the supervisor learns of new notes: `QUIET`, `POLLING`, `WOKEN`.
-        self.noted = QUIET
-
-
-def _nobody(_cid: int) -> None:
-    """`Published.claim` until the shell sets its own: no reply to claim."""
-    return None
-
-
-#: The kinds of note the hit path leaves (see `PoolCore.notes`).
-HIT, OUT, IN, BACK = "hit", "out", "in", "back"
-HANDOVER, BROKEN, GIVEN, ASK = "handover", "broken", "given", "ask"
 
 
 @dataclass(eq=False, slots=True)
@@ -1068,33 +996,25 @@ class PoolCore:
 
     def _give_back(self, now: float, lease: Lease[Any, Any], broken: bool) -> bool:
         """Check `lease` in as a `Checkin` message does; `False` if it was
-        checked in already. It goes the way a checkin note goes."""
-        if not lease.claim_checkin():
+        checked in already. It goes the way a checkin at the counter goes."""
+        if not self.published.lost(lease, broken):
             return False
-        res = lease.handle
-        assert isinstance(res, Resource)
-        if self._exclusive:  # the caller had it in hand: now the core has
-            kind = BROKEN if broken else HANDOVER
-        else:
-            try:  # noqa: SIM105 - as _fastpath.checkin: one atomic step
-                res.tokens.remove(lease)  # a hit-path lease
-            except ValueError:
-                pass
-            kind = BROKEN if broken else IN
-        # The notes left so far come first, the lease's own OUT among them: a
-        # `Notes` message may still be on its way (rule 6 of `_fastpath`).
-        notes, hits = self._drain_notes()
-        self.notes(now, [*notes, (kind, res, lease)], hits)
+        self.notes(now, *self._drain_notes())
         return True
 
+    def lost(self, now: float, lease: Lease[Any, Any]) -> None:
+        """A lease was collected while still out: its holder dropped it (an
+        interrupt, a forgotten checkin). Exclusive: its resource retires, as
+        a broken checkin would (its state is unknown); shared: the holder
+        place frees."""
+        if lease.checked_in:
+            return
+        self._log("warning", "pool.lease.lost", lease.key, lease=lease.lid)
+        self._give_back(now, lease, self._exclusive)
+
     def _drain_notes(self) -> tuple[list[tuple[Any, ...]], list[Hashable]]:
-        """The notes and hits left so far. `noted` stays as it is: the
-        supervisor clears it only when callers are quiet (rule 6)."""
-        notes, hits = self.published.notes, self.published.hits
-        return (
-            [notes.popleft() for _ in range(len(notes))],
-            [hits.popleft() for _ in range(len(hits))],
-        )
+        """The notes and hits left so far (the doorbell stays as it is)."""
+        return self.published.drain()
 
     def _back_in_service(self, res: Resource) -> None:
         """A holder place of `res` freed: publish it if idle, serve waiters."""

@@ -6,17 +6,23 @@ The facades hold no pool state: each call is one message to the supervisor.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Hashable
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Generic
 
-from pooler_actors import _fastpath as fastpath
-from pooler_actors.lease import Lease
+import pykka
+
+from pooler_actors._counter import MISS
+from pooler_actors.errors import AcquireTimeout
+from pooler_actors.messages import check_timeout
 from pooler_actors.options import PoolOptions, build_options
 from pooler_actors.supervisor import PoolRef, PoolSupervisor
 
-__all__ = ["FacadeBase", "K", "T"]
+__all__ = ["GRACE", "FacadeBase", "K", "T"]
+
+GRACE = 0.025
+"""Seconds a caller waits past its deadline for the supervisor's own answer
+(an `AcquireTimeout` or a late grant) before it gives up by itself."""
 
 if TYPE_CHECKING:
     # Type-checkers know typing_extensions (typeshed ships it); nothing
@@ -51,7 +57,7 @@ class FacadeBase(Generic[K, T]):
         self.options = opts
         self.name = opts.name
         self._ref = PoolSupervisor.start(factory, opts, logger=logger)
-        self._pub = self._ref.published  # the hit path's view (see _fastpath)
+        self._counter = self._ref.counter  # what callers take here (_counter)
         self._events = self._ref.events
 
     def __repr__(self) -> str:
@@ -68,46 +74,39 @@ class FacadeBase(Generic[K, T]):
         """Whether the pool has been closed."""
         return not self._ref.is_alive()
 
-    def _hit(self, key: K, timeout: float | None) -> Any:
-        """`acquire` served in this thread, or `MISS` (see `_fastpath`)."""
-        if timeout is not None and not _valid_timeout(timeout):
-            return fastpath.MISS  # the message says what is wrong with it
-        ref = self._ref
-        return fastpath.hit(ref.published, key, ref.events.debug_known, ref.wake)
-
-    def _take(self, key: K, timeout: float | None) -> Any:
-        """An exclusive checkout served in this thread, or `MISS`."""
-        if timeout is not None and not _valid_timeout(timeout):
-            return fastpath.MISS
-        ref = self._ref
-        return fastpath.checkout(ref.published, key, ref.events.debug_known, ref.wake)
+    def _timeout(self, timeout: object) -> float | None:
+        """The timeout a request of this caller has: `timeout` checked (any
+        size is valid, see `check_timeout`), or the pool's `acquire_timeout`."""
+        checked = check_timeout(timeout)
+        return self.options.acquire_timeout if checked is None else checked
 
     def _queue_self(self, key: K, timeout: float | None) -> Any:
-        """A checkout queued without a round trip (rule 10 of `_fastpath`):
-        its reply future, withdrawable; or `MISS`."""
-        if timeout is not None and not _valid_timeout(timeout):
-            return fastpath.MISS
-        ref = self._ref
-        future = fastpath.enqueue(ref.published, key, timeout, monotonic(), ref.wake)
-        return future if future is fastpath.MISS else ref.withdrawable(future)
+        """A checkout queued at the counter, without a round trip: its reply
+        future, withdrawable; or `MISS`."""
+        future = self._counter.enqueue(key, timeout, monotonic())
+        return future if future is MISS else self._ref.withdrawable(future)
 
-    def _give(self, lease: Lease[K, T], broken: bool) -> bool:
-        """A checkin, done in this thread (see `_fastpath`)."""
-        return fastpath.checkin(self._ref.published, lease, broken, self._ref.wake)
+    def _grant(self, future: Any, key: K, timeout: float | None) -> Any:
+        """Wait for a request's answer, keeping its deadline here, in the
+        caller's thread: a stalled supervisor cannot stretch it by more than
+        `GRACE`, and a grant that lands after it goes back to the pool."""
+        wait = None if timeout is None or timeout == 0 else timeout + GRACE
+        try:
+            return self._ref.wait(future, wait)
+        except pykka.Timeout:
+            raise AcquireTimeout(key, timeout) from None
 
     def _close_bound(self) -> float:
         """How long `close()` may wait: closes, then held resources draining."""
         return self.options.close_timeout + self.options.drain_timeout + 1.0
 
     def broken_by(self, error: BaseException) -> bool:
-        """Whether `error` leaving a lease block means the resource is broken."""
+        """Whether `error` leaving a lease block means the resource is broken.
+
+        Raises what `is_broken` raises (the caller checks the lease in as
+        broken first).
+        """
         is_broken = self.options.is_broken
         if is_broken is None or not isinstance(error, Exception):
             return False
-        with contextlib.suppress(Exception):
-            return bool(is_broken(error))
-        return False
-
-
-def _valid_timeout(timeout: object) -> bool:
-    return type(timeout) in (int, float) and timeout >= 0  # type: ignore[operator]
+        return bool(is_broken(error))

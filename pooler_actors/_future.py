@@ -270,7 +270,7 @@ class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
     def __init__(self) -> None:
         super().__init__()
         #: Request numbers, taken by the supervisor and by checkouts that
-        #: queue themselves (one `next`, atomic).
+        #: queue themselves; like the dict, used only under the counter's lock.
         self.cids = itertools.count(1)
 
     def register(
@@ -297,14 +297,8 @@ class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
         del self[cid]
         return entry[0].fulfil
 
-    def fail_grants(self, error: BaseException) -> None:
-        """Fail every request still waiting for a grant (the pool stopped)."""
-        for cid, (_, grant) in list(self.items()):
-            if grant:
-                self.fail(cid, error)
-
-    def fail(self, cid: int, error: BaseException) -> None:
-        """Answer request `cid` with `error`, unless its caller gave up."""
-        future, _ = self.pop(cid, (None, False))
-        if future is not None:
-            future.try_fail(error)
+    def take_grants(self) -> list[PoolFuture[Any]]:
+        """Forget every request still waiting for a grant (the pool stopped):
+        their futures, to fail outside the counter's lock."""
+        taken = [cid for cid, (_, grant) in self.items() if grant]
+        return [self.pop(cid)[0] for cid in taken]

@@ -97,4 +97,11 @@ class GlobalLost:
 
 @dataclass(frozen=True, slots=True)
 class Notes:
-    """Hit path → supervisor: callers left notes (see `_fastpath`)."""
+    """Counter → supervisor: callers left notes (see `_counter`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLost:
+    """A lease collected without a checkin (`Lease.__del__`) → supervisor."""
+
+    lease: Any

@@ -18,8 +18,7 @@ from typing import Any, cast
 
 import pykka
 
-from pooler_actors import _fastpath as fastpath
-from pooler_actors._core import Published
+from pooler_actors._counter import MISS, Counter
 from pooler_actors._future import PoolFuture
 from pooler_actors._messages import Notes, Withdraw
 from pooler_actors._pykka import Envelope, is_stop
@@ -42,8 +41,8 @@ class PoolRef(pykka.ActorRef[Any]):
     pool_name: str = "pool"
     #: The supervisor's thread, joined by `close()` so no thread is left.
     thread: threading.Thread | None = None
-    #: What the core publishes for the hit path (see `_fastpath`).
-    published: Published
+    #: What callers may take without a round trip (see `_counter`).
+    counter: Counter
     #: The pool's event emitter (`debug_known` says whether debug is on).
     events: Any
 
@@ -68,9 +67,8 @@ class PoolRef(pykka.ActorRef[Any]):
         self, message: Any, *, block: bool = True, timeout: float | None = None
     ) -> Any:
         if type(message) is Acquire:  # an open key answers without a round trip
-            debug = self.events.debug_known
-            value = fastpath.hit(self.published, message.key, debug, self.wake)
-            if value is not fastpath.MISS:
+            value = self.counter.hit(message.key)
+            if value is not MISS:
                 return value if block else PoolFuture.done(value)
         if block and threading.current_thread() is self.thread:
             raise RuntimeError(
@@ -194,8 +192,10 @@ def _forget_pools_in_child() -> None:
     for ref in list(live_pools):
         cast(Mailbox, ref.actor_inbox).closed_as = ref.pool_name
         ref.actor_stopped.set()
-        ref.published.view.clear()  # the parent's resources: not the child's
-        ref.published.idle.clear()
+        # The parent's resources are not the child's; the lock may have been
+        # held by a thread the child does not have.
+        ref.counter.lock = threading.Lock()
+        ref.counter.forget()
     live_pools.clear()
 
 

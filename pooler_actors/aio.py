@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self, cast, overload
 
-from pooler_actors import _fastpath as fastpath
-from pooler_actors._facade import FacadeBase, K, T
+from pooler_actors._counter import MISS
+from pooler_actors._facade import GRACE, FacadeBase, K, T
+from pooler_actors.errors import AcquireTimeout
 from pooler_actors._future import PoolFuture
 from pooler_actors._loop import EventLoop, LoopFactory
 from pooler_actors._pykka import stop_message
@@ -32,6 +35,7 @@ from pooler_actors.messages import (
     Refresh,
     Release,
     ReleaseAll,
+    check_timeout,
 )
 from pooler_actors.options import PoolOptions
 from pooler_actors.stats import Stats
@@ -120,49 +124,77 @@ class AsyncPool(FacadeBase[K, T]):
         future = cast(PoolFuture[Any], self._ref.ask(message, block=False))
         return await future
 
+    async def _granted(self, future: Any, key: K, timeout: float | None) -> Any:
+        """Await a request's answer, keeping its deadline here (see
+        `FacadeBase._grant`): at the deadline (plus `GRACE`) the caller
+        withdraws and gets `AcquireTimeout`; a lease granted just as it gave
+        up (or was cancelled) goes back."""
+        wait = None if timeout is None or timeout == 0 else timeout + GRACE
+        try:
+            if wait is None or wait == math.inf:
+                return await future
+            async with asyncio.timeout(wait):
+                return await future
+        except TimeoutError:
+            self._counter.give_back(future)
+            raise AcquireTimeout(key, timeout) from None
+        except asyncio.CancelledError:
+            self._counter.give_back(future)
+            raise
+
     async def acquire(self, key: K, timeout: float | None = None) -> T:
         """Return `key`'s shared resource; see
         [Pool.acquire][pooler_actors.Pool.acquire]."""
-        value = self._hit(key, timeout)
-        if value is fastpath.MISS:
-            value = await self._ask(Acquire(key, timeout))
+        value = self._counter.hit(key)
+        if value is MISS:
+            message = Acquire(key, timeout)  # checks the key and the timeout
+            self._loop.bind(asyncio.get_running_loop())
+            future = self._ref.ask(message, block=False)
+            value = await self._granted(future, key, self._timeout(message.timeout))
+        elif timeout is not None:
+            check_timeout(timeout)
         return cast(T, value)
 
     async def checkout(self, key: K, timeout: float | None = None) -> Lease[K, T]:
         """Hold one resource of `key`; see
         [Pool.checkout][pooler_actors.Pool.checkout]."""
-        lease = self._take(key, timeout)
-        if lease is not fastpath.MISS:
+        wait = self._timeout(timeout)
+        lease = self._counter.take(key)
+        if lease is not MISS:
             return cast("Lease[K, T]", lease)
         self._loop.bind(asyncio.get_running_loop())
-        future = self._queue_self(key, timeout)  # rule 10 of _fastpath
-        if future is fastpath.MISS:
+        future = self._queue_self(key, timeout)
+        if future is MISS:
             future = self._ref.ask(Checkout(key, timeout), block=False)
-        try:
-            return cast("Lease[K, T]", await future)
-        except asyncio.CancelledError:
-            # Granted (or being handed over) just as the task was cancelled:
-            # the lease nobody will receive goes back instead of being lost.
-            fastpath.give_back(self._ref.published, future, self._ref.wake)
-            raise
+        return cast("Lease[K, T]", await self._granted(future, key, wait))
 
     async def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
         """Give `lease` back; see [Pool.checkin][pooler_actors.Pool.checkin]."""
-        return self._give(lease, broken)
+        return cast(bool, self._counter.checkin(lease, broken))
 
     @asynccontextmanager
     async def lease(self, key: K, timeout: float | None = None) -> AsyncIterator[T]:
         """`async with pool.lease(key) as resource:` holds it for the block."""
         lease = await self.checkout(key, timeout)
-        broken = False
         try:
             yield lease.resource
         except BaseException as error:
-            broken = self.broken_by(error)
+            try:
+                broken = self.broken_by(error)
+            except BaseException:  # is_broken raised: broken, then it propagates
+                self.checkin_now(lease, True)
+                if isinstance(sys.exception(), Exception):
+                    raise error  # noqa: B904 - the block's error, chained
+                raise
+            self.checkin_now(lease, broken)
             raise
-        finally:
-            # Shielded: a cancelled task still gives its lease back.
-            await asyncio.shield(self.checkin(lease, broken))
+        self.checkin_now(lease, False)
+
+    def checkin_now(self, lease: Lease[K, T], broken: bool = False) -> bool:
+        """[checkin][pooler_actors.AsyncPool.checkin] without awaiting: it
+        never waits for anything, so it needs no event loop (and a cancelled
+        task cannot skip it)."""
+        return cast(bool, self._counter.checkin(lease, broken))
 
     async def release(self, key: K) -> bool:
         """Retire `key`'s resources; `True` if one was open."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 __all__ = ["Lease"]
 
@@ -23,7 +23,16 @@ class Lease(Generic[K, T]):
         resource: the resource itself.
     """
 
-    __slots__ = ("_handle", "_lid", "_once", "_pool", "_rid", "key", "resource")
+    __slots__ = (
+        "_handle",
+        "_lid",
+        "_out",
+        "_pool",
+        "_rid",
+        "key",
+        "on_lost",
+        "resource",
+    )
 
     def __init__(
         self,
@@ -41,15 +50,37 @@ class Lease(Generic[K, T]):
         self._rid = rid
         self._lid = lid
         self._handle = handle  # the core's record of the resource (hit path)
-        self._once = [True]  # popped by the one checkin that counts
+        self._out = True  # until the one checkin that counts
+        #: Called with the lease if it is collected while still out (set by
+        #: the pool): a lease dropped without a checkin is not lost for good.
+        self.on_lost: Callable[[Lease[Any, Any]], None] | None = None
 
     def claim_checkin(self) -> bool:
-        """Whether this is the lease's first checkin (atomic: `list.pop`)."""
-        try:
-            self._once.pop()
-        except IndexError:
+        """Whether this is the lease's first checkin (under the pool's counter
+        lock: see `_counter`)."""
+        if not self._out:
             return False
+        self._out = False
         return True
+
+    def unclaim_checkin(self) -> None:
+        """Undo `claim_checkin` (a checkin interrupted before it counted)."""
+        self._out = True
+
+    @property
+    def checked_in(self) -> bool:
+        """Whether the lease has been given back."""
+        return not self._out
+
+    def __del__(self) -> None:
+        # Runs in whatever thread drops the last reference, perhaps inside
+        # the pool's own locked code: `on_lost` only puts a message in the
+        # supervisor's mailbox (a reentrant queue), taking no lock.
+        if self._out and self.on_lost is not None:
+            try:
+                self.on_lost(self)  # resurrects it until the supervisor is done
+            except BaseException:  # noqa: S110 - interpreter exit: nobody to tell
+                pass
 
     @property
     def handle(self) -> object:

@@ -33,12 +33,28 @@ __all__ = [
 ]
 
 
-def _check_timeout(t: object) -> None:
-    if t is not None:
-        if isinstance(t, bool) or not isinstance(t, int | float):
-            raise TypeError(f"timeout must be a number or None, got {t!r}")
-        if math.isnan(t) or t < 0:
-            raise ValueError(f"timeout must be >= 0 or None, got {t!r}")
+#: A timeout this long (about 31 years) or longer means no deadline.
+FOREVER = 1e9
+
+
+def check_timeout(t: object) -> float | None:
+    """`t` as a timeout the pool can do arithmetic with: `None` stays `None`
+    (the pool's `acquire_timeout`), any size of number is valid -- from
+    `FOREVER` up (`2**1024`, `1e308`, `inf`) it is `inf`, no deadline.
+
+    Raises:
+        TypeError: not a number (a `bool` is not one).
+        ValueError: negative, or `nan`.
+    """
+    if t is None:
+        return None
+    if type(t) is float or type(t) is int:  # the common case, quickly
+        pass
+    elif isinstance(t, bool) or not isinstance(t, int | float):
+        raise TypeError(f"timeout must be a number of seconds or None, got {t!r}")
+    if t != t or t < 0:  # nan, or negative
+        raise ValueError(f"timeout must be >= 0 or None, got {t!r}")
+    return math.inf if t >= FOREVER else float(t)
 
 
 def _check_key(key: object) -> None:
@@ -62,7 +78,7 @@ class _Request:
 
     def __post_init__(self) -> None:
         _check_key(self.key)
-        _check_timeout(self.timeout)
+        object.__setattr__(self, "timeout", check_timeout(self.timeout))
 
 
 @dataclass(frozen=True, slots=True)

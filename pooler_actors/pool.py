@@ -6,16 +6,13 @@ supervisor, whose `ActorRef` is [Pool.actor_ref][pooler_actors.Pool.actor_ref].
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Generic, Self, cast, overload
 
-from structlog.contextvars import get_contextvars
-
-from pooler_actors import _fastpath as fastpath
-from pooler_actors._core import HIT, WOKEN
+from pooler_actors._counter import MISS
 from pooler_actors._facade import FacadeBase, K, T
-from pooler_actors._fastpath import MISS
 from pooler_actors._future import PoolFuture
 from pooler_actors._pykka import stop_message
 from pooler_actors.lease import Lease
@@ -29,6 +26,7 @@ from pooler_actors.messages import (
     Refresh,
     Release,
     ReleaseAll,
+    check_timeout,
 )
 from pooler_actors.options import PoolOptions
 from pooler_actors.stats import Stats
@@ -98,30 +96,13 @@ class Pool(FacadeBase[K, T]):
             TypeError: an unhashable key, or a pool of leases.
             ValueError: a negative timeout.
         """
-        if timeout is None:  # fastpath.hit, inlined: this is the hot path
-            pub = self._pub
-            try:
-                res = pub.view[key]
-            except (KeyError, TypeError):
-                pass
-            else:
-                if not res.handed_out:  # _fastpath, rule 2: mark, look again
-                    res.handed_out = True
-                    if pub.view.get(key) is not res:
-                        return cast(T, self._ref.ask(Acquire(key, timeout)))
-                elif res.retired:  # _fastpath, rule 2
-                    return cast(T, self._ref.ask(Acquire(key, timeout)))
-                if self._events.debug_known():
-                    pub.notes.append((HIT, key, get_contextvars()))
-                else:
-                    pub.hits.append(key)
-                if not pub.noted:  # _fastpath, rule 6 (QUIET is 0)
-                    pub.noted = WOKEN
-                    self._ref.wake()
-                return cast(T, res.obj)
-        value = self._hit(key, timeout)
-        if value is fastpath.MISS:
-            value = self._ref.ask(Acquire(key, timeout))
+        value = self._counter.hit(key)
+        if value is MISS:
+            message = Acquire(key, timeout)  # checks the key and the timeout
+            future = self._ref.ask(message, block=False)
+            value = self._grant(future, key, self._timeout(message.timeout))
+        elif timeout is not None:
+            check_timeout(timeout)  # a bad one is an error, hit or not
         return cast(T, value)
 
     def checkout(self, key: K, timeout: float | None = None) -> Lease[K, T]:
@@ -129,16 +110,13 @@ class Pool(FacadeBase[K, T]):
 
         Raises as [acquire][pooler_actors.Pool.acquire] does.
         """
-        lease, ref = MISS, self._ref
-        if timeout is None or (type(timeout) in (int, float) and timeout >= 0):
-            pub = self._pub
-            lease = fastpath.checkout(pub, key, self._events.debug_known, ref.wake)
-            if lease is MISS:  # it must wait: queue up here if it may
-                lease = self._queue_self(key, timeout)
-                if lease is not MISS:
-                    return cast("Lease[K, T]", ref.wait(lease))
-        if lease is MISS:
-            lease = ref.ask(Checkout(key, timeout))
+        wait = self._timeout(timeout)  # a bad timeout changes nothing
+        lease = self._counter.take(key)
+        if lease is MISS:  # it must wait: at the counter if it may
+            future = self._queue_self(key, timeout)
+            if future is MISS:
+                future = self._ref.ask(Checkout(key, timeout), block=False)
+            lease = self._grant(future, key, wait)
         return cast("Lease[K, T]", lease)
 
     def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
@@ -151,7 +129,7 @@ class Pool(FacadeBase[K, T]):
         Raises:
             ValueError: the lease is of another pool.
         """
-        return fastpath.checkin(self._pub, lease, broken, self._ref.wake)
+        return cast(bool, self._counter.checkin(lease, broken))
 
     def lease(self, key: K, timeout: float | None = None) -> LeaseBlock[K, T]:
         """`with pool.lease(key) as resource:` holds it for the block.
@@ -249,18 +227,27 @@ class LeaseBlock(Generic[K, T]):
     """`with pool.lease(key) as resource:`: checkout on enter, checkin on exit.
 
     A small class rather than a generator-based context manager: a lease
-    cycle is a hot path.
+    cycle is a hot path. One object is good for one block: entering it again
+    (nested, or from another thread) is a `RuntimeError`.
     """
 
-    __slots__ = ("_key", "_lease", "_pool", "_timeout")
+    __slots__ = ("_key", "_lease", "_once", "_pool", "_timeout")
 
     def __init__(self, pool: Pool[K, T], key: K, timeout: float | None) -> None:
         self._pool = pool
         self._key = key
         self._timeout = timeout
         self._lease: Lease[K, T] | None = None
+        self._once = [True]  # popped by the one `__enter__` (one atomic op)
 
     def __enter__(self) -> T:
+        try:
+            self._once.pop()
+        except IndexError:
+            raise RuntimeError(
+                f"this pool.lease({self._key!r}) block was entered already: "
+                "one object is good for one with-statement"
+            ) from None
         self._lease = self._pool.checkout(self._key, self._timeout)
         return self._lease.resource
 
@@ -271,6 +258,13 @@ class LeaseBlock(Generic[K, T]):
         tb: TracebackType | None,
     ) -> None:
         lease, self._lease = self._lease, None
-        if lease is not None:
+        if lease is None:
+            return
+        try:
             broken = exc is not None and self._pool.broken_by(exc)
-            self._pool.checkin(lease, broken)
+        except BaseException:  # is_broken raised: broken, then it propagates
+            self._pool.checkin(lease, True)
+            if exc is not None and isinstance(sys.exception(), Exception):
+                return  # a bug in is_broken must not hide the block's error
+            raise
+        self._pool.checkin(lease, broken)

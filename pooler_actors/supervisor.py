@@ -19,9 +19,10 @@ from time import monotonic
 from typing import Any, cast
 
 import pykka
+from structlog.contextvars import get_contextvars
 
 from pooler_actors import _effects as fx
-from pooler_actors import _fastpath as fastpath
+from pooler_actors import _counter
 from pooler_actors import _messages as im
 from pooler_actors import _pykka
 from pooler_actors._capacity import CapacityDriver
@@ -91,10 +92,16 @@ class PoolSupervisor(PoolActor):
         self._events = Events(options.name, logger)
         rand = lambda: random.uniform(0.0, 1.0)  # noqa: E731 - looked up per call
         self._core = c = PoolCore(options, pool_id=self, rand=rand)
-        ref.published, ref.events = c.published, self._events  # the hit path
+        self._counter = counter = c.published
+        ref.counter, ref.events = counter, self._events  # callers' side
         self._replies = r = Replies()
-        c.published.claim = r.claim  # rules 9 and 10 of _fastpath
-        c.published.register = lambda: r.register(ref.withdraw)
+        # The counter's one lock, and the shell's hooks it calls (see _counter).
+        counter.lock = self._lock = threading.Lock()
+        counter.claim = r.claim
+        counter.register = lambda: r.register(ref.withdraw)
+        counter.wake, counter.debug = ref.wake, self._events.debug_known
+        counter.context = get_contextvars
+        counter.on_lost = lambda lease: ref.tell_quietly(im.LeaseLost(lease))
         self._watchers: list[pykka.ActorRef[Any]] = []
         self._fleet: Any = None
         if options.global_capacity is not None:  # a bad one fails here, not later
@@ -124,6 +131,7 @@ class PoolSupervisor(PoolActor):
             im.Withdraw: lambda t, m, r: c.give_up(t, m.future.cid),
             im.HealthTick: lambda t, m, r: c.health_check(t),
             im.Notes: lambda t, m, r: self._notes(t, woken=True),
+            im.LeaseLost: lambda t, m, r: c.lost(t, m.lease),
             im.Resume: lambda t, m, r: c.resume(t),
             im.Ready: lambda t, m, r: c.ready(t, m.rid, m.attempt, m.resource),
             im.Failed: lambda t, m, r: c.failed(t, m.rid, m.attempt, m.error),
@@ -137,7 +145,7 @@ class PoolSupervisor(PoolActor):
         }
         self._do: dict[type, Callable[[Any], None]] = {
             fx.Reply: self._reply,
-            fx.Fail: lambda e: self._replies.fail(e.cid, e.error),
+            fx.Fail: self._fail,
             fx.Start: lambda e: a.start(e.rid, e.key, e.attempt),
             fx.Ping: lambda e: a.tell(e.rid, im.Ping(e.seq)),
             fx.Close: lambda e: a.stop(e.rid),
@@ -155,7 +163,8 @@ class PoolSupervisor(PoolActor):
 
     def stats(self) -> Stats:
         """The pool's stats now, for a subclass's handlers (in its thread)."""
-        return self._core.snapshot()
+        with self._lock:
+            return self._core.snapshot()
 
     # --- the actor runtime: pykka's hooks for actor implementors -----------
 
@@ -171,24 +180,25 @@ class PoolSupervisor(PoolActor):
         """Receive messages until stopped, feeding notes and due timers first."""
         self._step(self._core.start)
         inbox = cast(Mailbox, self.actor_inbox)
-        pub = self._core.published
+        counter = self._counter
         while not self.actor_stopped.is_set():
-            if pub.notes or pub.hits:
+            if counter.pending():
                 self._step(self._notes)
             deadline, now = self._core.next_deadline(), monotonic()
             if deadline is not None and deadline <= now:
                 self._step(self._core.advance)
                 continue
             wait = _MAX_WAIT if deadline is None else min(deadline - now, _MAX_WAIT)
-            if pub.noted:  # POLLING (or WOKEN): notes are read every POLL, rule 6
-                wait = min(wait, fastpath.POLL)
+            polling = counter.polling()  # notes are read every POLL
+            if polling:
+                wait = min(wait, _counter.POLL)
             try:
                 envelope = inbox.get(timeout=wait)
             except queue.Empty:
-                if pub.noted:
+                if polling:
                     self._step(lambda now: self._notes(now, poll=True))
                 continue
-            if pub.notes or pub.hits:  # a caller's notes precede its messages
+            if counter.pending():  # a caller's notes precede its messages
                 self._step(self._notes)
             self._dispatch(envelope.message, cast(Any, envelope.reply_to))
 
@@ -213,19 +223,26 @@ class PoolSupervisor(PoolActor):
                 reply.try_set(result)
 
     def _step(self, event: Callable[[float], None]) -> None:
-        """Feed one event to the core and carry out its effects, in order."""
+        """Feed one event to the core and carry out its effects, in order.
+
+        The core handles the event under the counter's lock (one atomic step
+        for every caller); its effects run after, outside it.
+        """
         self._core.debug = self._events.debug_known()  # debug events if logged
         try:
-            event(monotonic())
+            with self._lock:
+                event(monotonic())
             effects = self._core.effects
             while effects:
                 effect = effects.pop(0)
                 self._do[type(effect)](effect)
         except Exception as error:  # a bug of ours: stop, and nobody hangs
             self._events.error("pool.failed", error=repr(error))
-            for future, _ in self._replies.values():
+            with self._lock:
+                futures = [future for future, _ in self._replies.values()]
+                self._replies.clear()
+            for future in futures:
                 future.try_fail(error)
-            self._replies.clear()
             self._actors.stop_all()
             self._stopped(fx.Stopped(f"failed: {error!r}"))
 
@@ -254,8 +271,8 @@ class PoolSupervisor(PoolActor):
             reply.try_set(None)
 
     def _notes(self, now: float, *, woken: bool = False, poll: bool = False) -> None:
-        pub = self._core.published
-        read = fastpath.poll(pub) if poll else fastpath.drain(pub, woken=woken)
+        counter = self._counter
+        read = counter.poll() if poll else counter.drain(woken=woken)
         self._core.notes(now, *read)
 
     def _closed(self, now: float, msg: im.Closed, _reply: object) -> None:
@@ -265,9 +282,16 @@ class PoolSupervisor(PoolActor):
     # --- effects ----------------------------------------------------------------
 
     def _reply(self, effect: fx.Reply) -> None:
-        future, acquire = self._replies.pop(effect.cid, (None, False))
+        with self._lock:
+            future, acquire = self._replies.pop(effect.cid, (None, False))
         if future is not None and not future.try_set(effect.value) and acquire:
-            self._core.undelivered(monotonic(), effect)
+            self._step(lambda now: self._core.undelivered(now, effect))
+
+    def _fail(self, effect: fx.Fail) -> None:
+        with self._lock:
+            future, _ = self._replies.pop(effect.cid, (None, False))
+        if future is not None:
+            future.try_fail(effect.error)
 
     def _log(self, effect: fx.Log) -> None:
         emit = getattr(self._events, effect.level)
@@ -285,9 +309,12 @@ class PoolSupervisor(PoolActor):
         inbox = cast(Mailbox, self.actor_inbox)
         inbox.closed_as = self.name
         inbox.drain()
-        # Then the checkouts that queued themselves, unread (rule 10 of _fastpath).
-        self._core.published.closed = self.name
-        self._replies.fail_grants(PoolClosedError(self.name))
+        # Then the checkouts that queued themselves, unread.
+        with self._lock:
+            self._counter.closed = self.name
+            grants = self._replies.take_grants()
+        for future in grants:
+            future.try_fail(PoolClosedError(self.name))
         # Idle workers exit at once; one stuck in user code is not waited for.
         self._actors.executor.shutdown(min(1.0, self.options.close_timeout))
         if self._fleet is not None:

@@ -1,0 +1,444 @@
+"""The counter: what callers may take without a round trip, under one lock.
+
+A request the pool can answer from what it already has -- a hit on an open
+shared resource, an idle exclusive resource, a checkin, a checkout that must
+queue -- is served in the caller's own thread, at the counter. The counter
+holds everything such a request reads or writes: the published view of open
+shared resources, the idle lists of exclusive keys, the queue of checkouts
+waiting per key, the notes callers leave for the core, and the doorbell that
+wakes the supervisor. The core stays the owner of the truth: it learns what
+callers did from their notes, in each caller's order.
+
+Invariants (each method's docstring says which it keeps):
+
+1. **One lock.** Every read and write of the counter's state -- by a caller
+   or by the supervisor -- happens under `lock`: a caller's inside one method
+   below, the core's while the shell holds the lock for the whole core event
+   (one event is one atomic step for every caller). No rule rests on the GIL
+   or on the order in which another thread sees two writes; no user code,
+   logging or blocking call runs under the lock.
+2. **One place.** An idle exclusive resource is in exactly one place: its
+   key's idle list, one lease, or the core's hands. A holder of a shared
+   resource is counted exactly once: by the core, or by a token not yet
+   noted.
+3. **Nothing unnoted, nobody passed over.** Whatever a caller changes here is
+   noted in the same locked step, and the supervisor is woken unless it is
+   polling; a caller's notes reach the core before its later messages. While
+   callers of a key are queued (in the core, or on their own in `queue`),
+   nobody takes from that key's idle list and a checkin hands its resource
+   to the first of them: strict FIFO per key.
+
+Why the shell holds the lock for a whole core event rather than applying the
+core's changes as effects: the core's transitions need answers at once (is
+this idle resource still here to close? did a plain `acquire()` get this
+shared one before a reclaim?), and a core event is short and never runs user
+code. Callers wait at most one core event; the effects it produces (replies,
+logs, actors started) are carried out after the lock is released.
+
+An interrupt (`KeyboardInterrupt` from a signal handler, any asynchronous
+exception) that lands inside a method undoes what the method did before it
+propagates: each method is all or nothing. A lease lost after it was handed
+out is found when it is collected (`Lease.__del__`).
+
+The lock and the shell's hooks (`wake`, `claim`, `register`, `context`,
+`debug`) are injected: this module imports no threading, so the pure core
+may own a counter and the simulation may drive one step by step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from pooler_actors.errors import PoolClosedError
+from pooler_actors.lease import Lease
+
+__all__ = [
+    "ASK",
+    "BACK",
+    "BROKEN",
+    "GIVEN",
+    "HANDOVER",
+    "HIT",
+    "IN",
+    "MISS",
+    "OUT",
+    "POLL",
+    "POLLING",
+    "QUIET",
+    "WOKEN",
+    "Counter",
+]
+
+POLL = 0.005
+"""How often, in seconds, the supervisor reads notes while `POLLING`: a few
+milliseconds of lag for stats and idle times, against a thread switch per
+lease cycle when callers wake it instead."""
+
+MISS: Any = object()
+"""The counter could not serve this request: ask the supervisor."""
+
+QUIET, POLLING, WOKEN = 0, 1, 2
+"""The doorbell (`Counter.noted`): the next note wakes the supervisor
+(`QUIET`); it reads the notes every `POLL` seconds, so only an urgent note
+wakes it (`POLLING`); a `Notes` message is on its way (`WOKEN`)."""
+
+#: The kinds of note callers leave (see `PoolCore.notes`).
+HIT, OUT, IN, BACK = "hit", "out", "in", "back"
+HANDOVER, BROKEN, GIVEN, ASK = "handover", "broken", "given", "ask"
+
+
+def _nobody(_cid: int) -> None:
+    """`Counter.claim` until the shell sets its own: no reply to claim."""
+    return None
+
+
+def _nothing() -> None:
+    """`Counter.wake` until the shell sets its own."""
+
+
+def _no_context() -> dict[str, Any]:
+    return {}
+
+
+def _off() -> bool:
+    return False
+
+
+class Counter:
+    """The state callers share with the supervisor, and the only code that
+    touches it (see the module docstring for its three invariants)."""
+
+    __slots__ = (
+        "claim",
+        "closed",
+        "context",
+        "debug",
+        "direct",
+        "exclusive",
+        "hits",
+        "idle",
+        "lock",
+        "noted",
+        "notes",
+        "on_lost",
+        "pool_id",
+        "queue",
+        "register",
+        "shared",
+        "single",
+        "starved",
+        "view",
+        "waiting",
+        "wake",
+    )
+
+    def __init__(self, pool_id: object, *, exclusive: bool, shared: bool) -> None:
+        self.pool_id = pool_id
+        #: The one lock (invariant 1); the shell sets a real one before any
+        #: caller can reach the counter.
+        self.lock: AbstractContextManager[Any] = nullcontext()
+        #: Leases are exclusive (`max_holders=1`): checkins go to idle lists.
+        self.exclusive = exclusive
+        #: One resource per key, any number of holders: `view` is kept.
+        self.shared = shared
+        #: Shared mode: key -> its open resource's record.
+        self.view: dict[Hashable, Any] = {}
+        #: Exclusive mode: key -> its list of idle resources (KeyEntry.idle).
+        self.idle: dict[Hashable, list[Any]] = {}
+        #: Keys with callers queued in the core: the counter stays out of them.
+        self.waiting: set[Hashable] = set()
+        #: Callers wait for a slot: an idle resource may be reclaimed for them,
+        #: so a checkin is urgent news.
+        self.starved = False
+        #: Exclusive mode: key -> the numbers (cids) of its queued callers, in
+        #: order, that a checkin may hand its resource to.
+        self.queue: dict[Hashable, deque[int]] = {}
+        #: A checkout may queue itself in `queue` (exclusive, no `max_waiting`).
+        self.direct = False
+        #: `max_per_key == 1`: a known key with nothing idle has its one
+        #: resource in use (or coming), so a checkout may queue itself.
+        self.single = False
+        #: The pool's name once it has stopped: notes are read no more.
+        self.closed: str | None = None
+        #: What callers did here, for the core.
+        self.notes: deque[tuple[Any, ...]] = deque()
+        #: Keys of hits with no debug context: the cheapest note of all.
+        self.hits: deque[Hashable] = deque()
+        #: The doorbell: `QUIET`, `POLLING`, `WOKEN`.
+        self.noted = QUIET
+        # The shell's hooks (never called under the lock, except `claim` and
+        # `register`, which only take the reply future's own small lock).
+        self.wake: Callable[[], None] = _nothing
+        self.claim: Callable[[int], Callable[[Any], None] | None] = _nobody
+        self.register: Callable[[], tuple[int, Any]] | None = None
+        self.context: Callable[[], dict[str, Any]] = _no_context
+        self.debug: Callable[[], bool] = _off
+        #: Given to every lease made here: called if it is collected while out.
+        self.on_lost: Callable[[Lease[Any, Any]], None] | None = None
+
+    # --- callers' side: each method one atomic step -------------------------
+
+    def hit(self, key: Hashable) -> Any:
+        """`acquire(key)` of an open key in shared mode: its resource; `MISS`
+        otherwise. Keeps invariant 3 (the hit is noted with it)."""
+        context = self.context() if self.debug() else None
+        with self.lock:
+            try:
+                res = self.view.get(key)
+            except TypeError:  # unhashable: asking says so
+                return MISS
+            if res is None:
+                return MISS
+            res.handed_out = True  # a plain acquire() got it: never reclaimed
+            if context is None:
+                self.hits.append(key)
+            else:
+                self.notes.append((HIT, key, context))
+            ring = self._ring(False)
+        if ring:
+            self.wake()
+        return res.obj
+
+    def take(self, key: Hashable) -> Any:
+        """A checkout served here -- exclusive: an idle resource; shared: a
+        holder place on the open one -- as a `Lease`; `MISS` otherwise.
+        Keeps invariants 2 (taken and noted in one step) and 3 (never past
+        a queued caller)."""
+        context = self.context() if self.debug() else None
+        with self.lock:
+            try:
+                if key in self.waiting:
+                    return MISS
+                if self.exclusive:
+                    lease = self._take_idle(key, context)
+                elif self.shared:
+                    lease = self._take_shared(key, context)
+                else:
+                    return MISS
+            except TypeError:  # unhashable: asking says so
+                return MISS
+            ring = lease is not MISS and self._ring(False)
+        if ring:
+            self.wake()
+        return lease
+
+    def _take_idle(self, key: Hashable, context: dict[str, Any] | None) -> Any:
+        idle = self.idle.get(key)
+        if not idle or self.queue.get(key):  # callers queued themselves first
+            return MISS
+        res = idle[-1]
+        if res.retired:  # retired while idle: the core takes it, not callers
+            return MISS
+        lease = self.lease(key, res)
+        note = (OUT, res, context, lease)
+        try:
+            idle.pop()
+            self.notes.append(note)
+        except BaseException:  # interrupted: as if it never came
+            self._unnote(note)
+            if res not in idle:
+                idle.append(res)
+            raise
+        return lease
+
+    def _take_shared(self, key: Hashable, context: dict[str, Any] | None) -> Any:
+        res = self.view.get(key)
+        if res is None or res.retired:
+            return MISS
+        lease = self.lease(key, res)
+        note = (OUT, res, context, lease)
+        try:
+            res.tokens.append(lease)
+            self.notes.append(note)
+        except BaseException:  # interrupted: as if it never came
+            self._unnote(note)
+            if lease in res.tokens:
+                res.tokens.remove(lease)
+            raise
+        return lease
+
+    def _unnote(self, note: tuple[Any, ...]) -> None:
+        """Take back `note`, the last one, if it was appended (an undo)."""
+        if self.notes and self.notes[-1] is note:
+            self.notes.pop()
+
+    def enqueue(self, key: Hashable, timeout: float | None, since: float) -> Any:
+        """A checkout that must wait, queued here without a round trip: its
+        reply future; `MISS` if it must ask instead. Keeps invariant 3: it
+        takes its place in `queue[key]` and notes it in one step, and a
+        checkin may hand it a resource from then on."""
+        if not self.direct or timeout == 0 or self.register is None:
+            return MISS
+        context = self.context()
+        with self.lock:
+            try:
+                queue = self.queue.get(key)
+            except TypeError:  # unhashable: asking says so
+                return MISS
+            if queue is None or not (queue or self.single or key in self.waiting):
+                return MISS  # an unknown key, or one that may need a new resource
+            if self.closed is not None:
+                raise PoolClosedError(self.closed)
+            cid, future = self.register()
+            # A resource idle now (retired ones aside) is served at once.
+            urgent = any(not r.retired for r in self.idle.get(key, ()))
+            note = (ASK, key, cid, since, timeout, context, queue)
+            try:
+                queue.append(cid)
+                self.notes.append(note)
+            except BaseException as error:  # interrupted: as if it never came
+                self._unnote(note)
+                if cid in queue:
+                    queue.remove(cid)
+                future.withdraw(error)
+                raise
+            ring = self._ring(urgent)
+        if ring:
+            self.wake()
+        return future
+
+    def give_back(self, future: Any) -> None:
+        """Check in the lease `future` is or will be settled with, if it is one:
+        its caller will not take it (it gave up just as it was granted)."""
+
+        def back(settled: Any) -> None:
+            try:
+                lease = settled.get(timeout=0)
+            except BaseException:  # noqa: S110 - not granted: nothing to give back
+                return
+            if isinstance(lease, Lease):
+                self.checkin(lease, False)
+
+        future.add_done_callback(back)
+
+    def checkin(self, lease: Lease[Any, Any], broken: bool) -> bool:
+        """Give a lease back, here: never a round trip; `False` if it was given
+        back already. Keeps invariants 2 and 3: the resource goes to the first
+        caller queued for its key, or back to its idle list, with its note.
+
+        Raises:
+            ValueError: the lease is of another pool.
+        """
+        if lease.pool is not self.pool_id:
+            raise ValueError(f"{lease!r} was not granted by this pool")
+        with self.lock:
+            if not lease.claim_checkin():
+                return False
+            try:
+                ring = self._checkin(lease, broken)
+            except BaseException:
+                # Interrupted before its note: as if it never came. (Past its
+                # note, `_checkin` completes what the note says first.)
+                if not self._noted(lease):
+                    lease.unclaim_checkin()
+                raise
+        if ring:
+            self.wake()
+        return True
+
+    def lost(self, lease: Lease[Any, Any], broken: bool) -> bool:
+        """A lease collected without a checkin (the supervisor's side: the
+        shell holds the lock): checked in as `broken` says."""
+        if not lease.claim_checkin():
+            return False
+        self._checkin(lease, broken)
+        return True
+
+    def _noted(self, lease: Lease[Any, Any]) -> bool:
+        return bool(self.notes) and self.notes[-1][2] is lease
+
+    def _checkin(self, lease: Lease[Any, Any], broken: bool) -> bool:
+        """The checkin's note and what it says; whether to wake the supervisor."""
+        res: Any = lease.handle
+        key = lease.key
+        if not self.exclusive:
+            note = (BROKEN if broken else IN, res, lease)
+            try:
+                self.notes.append(note)
+            finally:  # its token goes with its note (interrupted or not)
+                if self.notes and self.notes[-1] is note and lease in res.tokens:
+                    res.tokens.remove(lease)
+            # Someone waits on it: a holder place, a close, a reclaim.
+            urgent = broken or res.retired or key in self.waiting or self.starved
+            return self._ring(urgent)
+        if broken or res.retired:
+            self.notes.append((BROKEN if broken else HANDOVER, res, lease))
+            return self._ring(True)
+        queue = self.queue.get(key)
+        while queue:
+            fulfil = self.claim(queue[0])
+            cid = queue.popleft()
+            if fulfil is None:
+                continue  # it gave up: its withdrawal reaches the core
+            given = self.lease(key, res)
+            try:
+                self.notes.append((GIVEN, res, lease, given, cid))
+            finally:  # a claimed caller is answered, interrupted or not
+                if not self._noted(lease):
+                    self.notes.append((GIVEN, res, lease, given, cid))
+                fulfil(given)  # settles only: a user's callback runs elsewhere
+            return self._ring(False)
+        if key in self.waiting:  # queued in the core: it serves them
+            self.notes.append((HANDOVER, res, lease))
+            return self._ring(True)
+        note = (IN, res, lease)
+        try:
+            self.notes.append(note)
+        finally:  # idle again with its note (interrupted or not)
+            if self._noted(lease) and res not in res.home:
+                res.home.append(res)
+        # Callers waiting for a slot may get it by a reclaim: urgent.
+        return self._ring(self.starved)
+
+    def lease(self, key: Hashable, res: Any, lid: int = 0) -> Lease[Any, Any]:
+        """A new lease of `res` (its record), found again if it is lost."""
+        lease = Lease(key, res.obj, pool=self.pool_id, rid=res.rid, lid=lid, handle=res)
+        lease.on_lost = self.on_lost
+        return lease
+
+    def _ring(self, urgent: bool) -> bool:
+        """Whether this caller must wake the supervisor (a `Notes` message)."""
+        if self.noted < (WOKEN if urgent else POLLING):
+            self.noted = WOKEN
+            return True
+        return False
+
+    # --- the supervisor's side ------------------------------------------------
+
+    def pending(self) -> bool:
+        """Whether notes wait to be read (the supervisor's loop)."""
+        with self.lock:
+            return bool(self.notes or self.hits)
+
+    def polling(self) -> bool:
+        """Whether the supervisor reads notes every `POLL` (not only when woken)."""
+        with self.lock:
+            return self.noted != QUIET
+
+    def drain(self, *, woken: bool = False) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        """The notes and hits left so far, for the core (the shell holds the
+        lock); `woken` when the supervisor handles a `Notes` message: it polls
+        from now on, so only urgent notes wake it."""
+        if woken:
+            self.noted = POLLING
+        notes, hits = list(self.notes), list(self.hits)
+        self.notes.clear()
+        self.hits.clear()
+        return notes, hits
+
+    def poll(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        """The notes and hits that came while the supervisor's mailbox stayed
+        empty for `POLL` (the shell holds the lock); if none came, callers
+        wake it from now on."""
+        if self.noted == POLLING and not (self.notes or self.hits):
+            self.noted = QUIET
+        return self.drain()
+
+    def forget(self) -> None:
+        """After a fork, in the child: a fresh lock, and nothing of the
+        parent's to take."""
+        self.view.clear()
+        self.idle.clear()
