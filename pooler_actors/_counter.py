@@ -190,7 +190,7 @@ class Counter:
                 res = self.view.get(key)
             except TypeError:  # unhashable: asking says so
                 return MISS
-            if res is None:
+            if res is None or res.retired:
                 return MISS
             res.handed_out = True  # a plain acquire() got it: never reclaimed
             if context is None:
@@ -307,7 +307,7 @@ class Counter:
         def back(settled: Any) -> None:
             try:
                 lease = settled.get(timeout=0)
-            except BaseException:  # noqa: S110 - not granted: nothing to give back
+            except BaseException:
                 return
             if isinstance(lease, Lease):
                 self.checkin(lease, False)
@@ -340,11 +340,19 @@ class Counter:
         return True
 
     def lost(self, lease: Lease[Any, Any], broken: bool) -> bool:
-        """A lease collected without a checkin (the supervisor's side: the
-        shell holds the lock): checked in as `broken` says."""
+        """A checkin the core makes (a `Checkin` message, a lease collected
+        while out; the shell holds the lock): noted as the counter's own
+        checkins are, the resource left to the core, which serves whoever
+        waits. `False` if the lease was checked in already."""
         if not lease.claim_checkin():
             return False
-        self._checkin(lease, broken)
+        res: Any = lease.handle
+        if self.exclusive:  # the holder had it in hand: now the core has
+            self.notes.append((BROKEN if broken else HANDOVER, res, lease))
+        else:
+            if lease in res.tokens:
+                res.tokens.remove(lease)
+            self.notes.append((BROKEN if broken else IN, res, lease))
         return True
 
     def _noted(self, lease: Lease[Any, Any]) -> bool:
@@ -436,6 +444,11 @@ class Counter:
         if self.noted == POLLING and not (self.notes or self.hits):
             self.noted = QUIET
         return self.drain()
+
+    def shut(self, name: str) -> None:
+        """The pool `name` stopped (the shell holds the lock): a checkout that
+        would queue itself fails at once."""
+        self.closed = name
 
     def forget(self) -> None:
         """After a fork, in the child: a fresh lock, and nothing of the

@@ -297,8 +297,8 @@ class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
         del self[cid]
         return entry[0].fulfil
 
-    def take_grants(self) -> list[PoolFuture[Any]]:
-        """Forget every request still waiting for a grant (the pool stopped):
+    def take_grants(self, *, every: bool = False) -> list[PoolFuture[Any]]:
+        """Forget every request still waiting for a grant (or `every` one):
         their futures, to fail outside the counter's lock."""
-        taken = [cid for cid, (_, grant) in self.items() if grant]
+        taken = [cid for cid, (_, grant) in self.items() if grant or every]
         return [self.pop(cid)[0] for cid in taken]

@@ -17,10 +17,11 @@ import weakref
 from typing import Any, cast
 
 import pykka
+from structlog.contextvars import get_contextvars
 
 from pooler_actors._counter import MISS, Counter
-from pooler_actors._future import PoolFuture
-from pooler_actors._messages import Notes, Withdraw
+from pooler_actors._future import PoolFuture, Replies
+from pooler_actors._messages import LeaseLost, Notes, Withdraw
 from pooler_actors._pykka import Envelope, is_stop
 from pooler_actors.errors import PoolClosedError
 from pooler_actors.messages import Acquire
@@ -45,6 +46,18 @@ class PoolRef(pykka.ActorRef[Any]):
     counter: Counter
     #: The pool's event emitter (`debug_known` says whether debug is on).
     events: Any
+
+    def attach(self, counter: Counter, replies: Replies, events: Any) -> threading.Lock:
+        """Give callers the counter, with its one lock and the hooks it calls
+        (see `_counter`); the lock, for the shell."""
+        self.counter, self.events = counter, events
+        counter.lock = lock = threading.Lock()
+        counter.claim = replies.claim
+        counter.register = lambda: replies.register(self.withdraw)
+        counter.wake, counter.debug = self.wake, events.debug_known
+        counter.context = get_contextvars
+        counter.on_lost = lambda lease: self.tell_quietly(LeaseLost(lease))
+        return lock
 
     def tell_quietly(self, message: object) -> None:
         """Tell the supervisor `message`, unless it is gone (never raises)."""

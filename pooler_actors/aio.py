@@ -20,10 +20,10 @@ from typing import Any, Self, cast, overload
 
 from pooler_actors._counter import MISS
 from pooler_actors._facade import GRACE, FacadeBase, K, T
-from pooler_actors.errors import AcquireTimeout
 from pooler_actors._future import PoolFuture
 from pooler_actors._loop import EventLoop, LoopFactory
 from pooler_actors._pykka import stop_message
+from pooler_actors.errors import AcquireTimeout
 from pooler_actors.lease import Lease
 from pooler_actors.messages import (
     Acquire,
@@ -170,7 +170,7 @@ class AsyncPool(FacadeBase[K, T]):
 
     async def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
         """Give `lease` back; see [Pool.checkin][pooler_actors.Pool.checkin]."""
-        return cast(bool, self._counter.checkin(lease, broken))
+        return self._counter.checkin(lease, broken)
 
     @asynccontextmanager
     async def lease(self, key: K, timeout: float | None = None) -> AsyncIterator[T]:
@@ -194,7 +194,7 @@ class AsyncPool(FacadeBase[K, T]):
         """[checkin][pooler_actors.AsyncPool.checkin] without awaiting: it
         never waits for anything, so it needs no event loop (and a cancelled
         task cannot skip it)."""
-        return cast(bool, self._counter.checkin(lease, broken))
+        return self._counter.checkin(lease, broken)
 
     async def release(self, key: K) -> bool:
         """Retire `key`'s resources; `True` if one was open."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -77,10 +78,8 @@ class Lease(Generic[K, T]):
         # the pool's own locked code: `on_lost` only puts a message in the
         # supervisor's mailbox (a reentrant queue), taking no lock.
         if self._out and self.on_lost is not None:
-            try:
+            with contextlib.suppress(BaseException):  # at exit: nobody to tell
                 self.on_lost(self)  # resurrects it until the supervisor is done
-            except BaseException:  # noqa: S110 - interpreter exit: nobody to tell
-                pass
 
     @property
     def handle(self) -> object:

@@ -52,7 +52,7 @@ def check_timeout(t: object) -> float | None:
         pass
     elif isinstance(t, bool) or not isinstance(t, int | float):
         raise TypeError(f"timeout must be a number of seconds or None, got {t!r}")
-    if t != t or t < 0:  # nan, or negative
+    if (isinstance(t, float) and math.isnan(t)) or t < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {t!r}")
     return math.inf if t >= FOREVER else float(t)
 

@@ -129,7 +129,7 @@ class Pool(FacadeBase[K, T]):
         Raises:
             ValueError: the lease is of another pool.
         """
-        return cast(bool, self._counter.checkin(lease, broken))
+        return self._counter.checkin(lease, broken)
 
     def lease(self, key: K, timeout: float | None = None) -> LeaseBlock[K, T]:
         """`with pool.lease(key) as resource:` holds it for the block.

@@ -1,11 +1,9 @@
 """The pool supervisor: the actor shell around the pure core.
 
-It feeds each message and each due timer to its
+It feeds each message, due timer and batch of counter notes to its
 [PoolCore][pooler_actors._core.PoolCore] with the time, then carries out the
-effects the core returns: replies, resource actors started, pinged, stopped,
-events logged, fleet slots asked for. It decides nothing about the pool. Its
-loop (pykka's `_start_actor_loop` hook) waits on the mailbox until the core's
-next deadline, so deadlines, health checks and expiries need no other thread.
+effects the core returns. It decides nothing about the pool. Its loop waits on
+the mailbox until the core's next deadline: timers need no other thread.
 """
 
 from __future__ import annotations
@@ -19,12 +17,10 @@ from time import monotonic
 from typing import Any, cast
 
 import pykka
-from structlog.contextvars import get_contextvars
 
+from pooler_actors import _counter, _pykka
 from pooler_actors import _effects as fx
-from pooler_actors import _counter
 from pooler_actors import _messages as im
-from pooler_actors import _pykka
 from pooler_actors._capacity import CapacityDriver
 from pooler_actors._core import NO_KEY, PoolCore
 from pooler_actors._events import Events
@@ -53,7 +49,6 @@ from pooler_actors.stats import Stats
 __all__ = ["PoolRef", "PoolSupervisor"]
 
 _MAX_WAIT = 3600.0  # longest single mailbox wait: any deadline, however far, fits
-Handler = Callable[[float, Any, Any], None]
 
 
 class PoolSupervisor(PoolActor):
@@ -92,16 +87,8 @@ class PoolSupervisor(PoolActor):
         self._events = Events(options.name, logger)
         rand = lambda: random.uniform(0.0, 1.0)  # noqa: E731 - looked up per call
         self._core = c = PoolCore(options, pool_id=self, rand=rand)
-        self._counter = counter = c.published
-        ref.counter, ref.events = counter, self._events  # callers' side
-        self._replies = r = Replies()
-        # The counter's one lock, and the shell's hooks it calls (see _counter).
-        counter.lock = self._lock = threading.Lock()
-        counter.claim = r.claim
-        counter.register = lambda: r.register(ref.withdraw)
-        counter.wake, counter.debug = ref.wake, self._events.debug_known
-        counter.context = get_contextvars
-        counter.on_lost = lambda lease: ref.tell_quietly(im.LeaseLost(lease))
+        self._counter, self._replies = c.published, Replies()
+        self._lock = ref.attach(c.published, self._replies, self._events)
         self._watchers: list[pykka.ActorRef[Any]] = []
         self._fleet: Any = None
         if options.global_capacity is not None:  # a bad one fails here, not later
@@ -115,7 +102,7 @@ class PoolSupervisor(PoolActor):
                 events=self._events,
             )
         cid = self._cid
-        self._on_message: dict[type, Handler] = {
+        self._on_message: dict[type, Callable[[float, Any, Any], None]] = {
             Acquire: lambda t, m, r: self._acquire(t, m, r, hold=False),
             Checkout: lambda t, m, r: self._acquire(t, m, r, hold=True),
             Checkin: lambda t, m, r: c.checkin(t, cid(r), m.lease, m.broken),
@@ -145,7 +132,7 @@ class PoolSupervisor(PoolActor):
         }
         self._do: dict[type, Callable[[Any], None]] = {
             fx.Reply: self._reply,
-            fx.Fail: self._fail,
+            fx.Fail: self._reply,
             fx.Start: lambda e: a.start(e.rid, e.key, e.attempt),
             fx.Ping: lambda e: a.tell(e.rid, im.Ping(e.seq)),
             fx.Close: lambda e: a.stop(e.rid),
@@ -163,8 +150,7 @@ class PoolSupervisor(PoolActor):
 
     def stats(self) -> Stats:
         """The pool's stats now, for a subclass's handlers (in its thread)."""
-        with self._lock:
-            return self._core.snapshot()
+        return self._core.snapshot()  # the core's own state: no lock needed
 
     # --- the actor runtime: pykka's hooks for actor implementors -----------
 
@@ -215,19 +201,15 @@ class PoolSupervisor(PoolActor):
                 if reply is None:  # a told message: the supervisor fails
                     reason = f"failed: {error!r}"
                     self._step(lambda now: self._core.close(now, 0, reason))
-                    return
-                _pykka.log_returned_exception(self)
-                reply.try_fail(error)
+                else:
+                    _pykka.log_returned_exception(self)
+                    reply.try_fail(error)
                 return
             if reply is not None:
                 reply.try_set(result)
 
     def _step(self, event: Callable[[float], None]) -> None:
-        """Feed one event to the core and carry out its effects, in order.
-
-        The core handles the event under the counter's lock (one atomic step
-        for every caller); its effects run after, outside it.
-        """
+        """Feed one event to the core under the counter's lock, then its effects."""
         self._core.debug = self._events.debug_known()  # debug events if logged
         try:
             with self._lock:
@@ -239,8 +221,7 @@ class PoolSupervisor(PoolActor):
         except Exception as error:  # a bug of ours: stop, and nobody hangs
             self._events.error("pool.failed", error=repr(error))
             with self._lock:
-                futures = [future for future, _ in self._replies.values()]
-                self._replies.clear()
+                futures = self._replies.take_grants(every=True)
             for future in futures:
                 future.try_fail(error)
             self._actors.stop_all()
@@ -263,16 +244,12 @@ class PoolSupervisor(PoolActor):
         )
 
     def _watch(self, watcher: pykka.ActorRef[Any], reply: Any, *, add: bool) -> None:
-        if watcher in self._watchers:
-            self._watchers.remove(watcher)
-        if add:
-            self._watchers.append(watcher)
+        self._watchers = [w for w in self._watchers if w != watcher] + [watcher] * add
         if reply is not None:
             reply.try_set(None)
 
     def _notes(self, now: float, *, woken: bool = False, poll: bool = False) -> None:
-        counter = self._counter
-        read = counter.poll() if poll else counter.drain(woken=woken)
+        read = self._counter.poll() if poll else self._counter.drain(woken=woken)
         self._core.notes(now, *read)
 
     def _closed(self, now: float, msg: im.Closed, _reply: object) -> None:
@@ -281,17 +258,15 @@ class PoolSupervisor(PoolActor):
 
     # --- effects ----------------------------------------------------------------
 
-    def _reply(self, effect: fx.Reply) -> None:
-        with self._lock:
+    def _reply(self, effect: fx.Reply | fx.Fail) -> None:
+        with self._lock:  # callers register and claim replies under it too
             future, acquire = self._replies.pop(effect.cid, (None, False))
-        if future is not None and not future.try_set(effect.value) and acquire:
-            self._step(lambda now: self._core.undelivered(now, effect))
-
-    def _fail(self, effect: fx.Fail) -> None:
-        with self._lock:
-            future, _ = self._replies.pop(effect.cid, (None, False))
-        if future is not None:
+        if future is None:
+            return
+        if isinstance(effect, fx.Fail):
             future.try_fail(effect.error)
+        elif not future.try_set(effect.value) and acquire:
+            self._step(lambda now: self._core.undelivered(now, effect))
 
     def _log(self, effect: fx.Log) -> None:
         emit = getattr(self._events, effect.level)
@@ -309,9 +284,8 @@ class PoolSupervisor(PoolActor):
         inbox = cast(Mailbox, self.actor_inbox)
         inbox.closed_as = self.name
         inbox.drain()
-        # Then the checkouts that queued themselves, unread.
-        with self._lock:
-            self._counter.closed = self.name
+        with self._lock:  # then the checkouts that queued themselves, unread
+            self._counter.shut(self.name)
             grants = self._replies.take_grants()
         for future in grants:
             future.try_fail(PoolClosedError(self.name))

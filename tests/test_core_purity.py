@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pooler_actors"
 #: The modules of the core: the state machine and the vocabulary it uses.
 CORE = [
     "_core.py",
+    "_counter.py",
     "_lifecycle.py",
     "_timers.py",
     "_effects.py",
@@ -89,3 +90,55 @@ def test_private_pykka_access_lives_in_one_module() -> None:
         and ("noqa: SLF001" in path.read_text() or "from pykka._" in path.read_text())
     ]
     assert offenders == []
+
+
+#: The counter's state (see pooler_actors/_counter.py): shared with callers'
+#: threads, so read and written only under its lock.
+COUNTER_STATE = {
+    "view",
+    "idle",
+    "queue",
+    "waiting",
+    "starved",
+    "notes",
+    "hits",
+    "noted",
+    "closed",
+    "direct",
+    "single",
+}
+#: Where that state may be touched: the counter's own methods, and the core,
+#: which runs only while the shell holds the counter's lock (one core event is
+#: one atomic step; see the counter's first invariant).
+COUNTER_OWNERS = {"_counter.py", "_core.py"}
+
+
+def _counter_state_touched(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or node.attr not in COUNTER_STATE:
+            continue
+        owner = node.value
+        name = (
+            owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+        )
+        if name in {"published", "counter", "_counter", "pub"}:
+            found.append(f"{path.name}:{node.lineno} .{node.attr}")
+    return found
+
+
+def test_nothing_outside_the_counter_touches_its_state() -> None:
+    offenders = [
+        hit
+        for path in sorted(PACKAGE.glob("*.py"))
+        if path.name not in COUNTER_OWNERS
+        for hit in _counter_state_touched(path)
+    ]
+    assert offenders == []
+
+
+def test_the_counter_state_check_can_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f(ref):\n    return ref.counter.view.get('k')\n")
+    assert _counter_state_touched(bad) == ["bad.py:2 .view"]

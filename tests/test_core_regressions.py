@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from pooler_actors import _effects as fx
-from pooler_actors import _fastpath as fastpath
 from pooler_actors._core import IN, WOKEN, PoolCore, Resource
+from pooler_actors._counter import MISS
 from pooler_actors._timers import Timers
 from pooler_actors.lease import Lease
 from pooler_actors.options import PoolOptions
@@ -218,14 +218,6 @@ def test_a_finished_health_check_leaves_no_ping_timer() -> None:
 # --- the hit path (issue 12) --------------------------------------------------
 
 
-def _wake() -> None:
-    """The hit path's wake: the tests feed the notes to the core themselves."""
-
-
-def _no_debug() -> bool:
-    return False
-
-
 def _open_exclusive(core: PoolCore, key: str, cid: int) -> Lease[Any, Any]:
     """A checkout that creates `key`'s resource: its lease."""
     core.acquire(0.0, cid, key, None, {}, hold=True)
@@ -242,8 +234,8 @@ def test_the_core_taking_from_an_idle_list_a_caller_empties_meanwhile() -> None:
     core's own `pop` raised `IndexError`: the supervisor failed."""
     core = _core(max_open_resources=1, max_holders=1)
     lease = _open_exclusive(core, "k", 1)
-    assert fastpath.checkin(core.published, lease, False, _wake)
-    core.notes(1.0, *fastpath.drain(core.published))
+    assert core.published.checkin(lease, False)
+    core.notes(1.0, *core.published.drain())
     entry = core.keys["k"]
     caller_took: list[Any] = []
 
@@ -282,7 +274,7 @@ def test_a_checkout_does_not_pass_a_caller_queued_for_the_idle_list() -> None:
     core.published.notes.append((IN, res, lease))
     core.acquire(2.0, 3, "k", None, {}, hold=True)  # was granted at once
     assert _take(core, fx.Reply) == []
-    core.notes(3.0, *fastpath.drain(core.published))  # the checkin's note
+    core.notes(3.0, *core.published.drain())  # the checkin's note
     (grant,) = _take(core, fx.Reply)
     assert grant.cid == 2
     assert core.callers.keys() == {3}
@@ -322,7 +314,7 @@ def test_a_resource_a_hit_returned_is_not_reclaimed_before_its_note() -> None:
     `acquire()` returned is never reclaimed): a hit returned it; before its
     note was read, a caller waiting for a slot had it reclaimed."""
     core, res = _reclaim_setup()
-    got = fastpath.hit(core.published, "a", _no_debug, _wake)
+    got = core.published.hit("a")
     assert got is res.obj
     core.acquire(1.0, 2, "b", None, {})  # at the cap: waits for a slot
     assert _take(core, fx.Close) == []
@@ -330,23 +322,14 @@ def test_a_resource_a_hit_returned_is_not_reclaimed_before_its_note() -> None:
     assert core.snapshot().wait_count == 1
 
 
-def test_a_hit_racing_a_reclaim_asks_instead() -> None:
-    """The same race the other way round: the caller read `view`, then the
-    core reclaimed the resource, then the caller marked it: it finds the
+def test_a_hit_after_a_reclaim_asks_instead() -> None:
+    """The same race the other way round. Under the counter's lock a reclaim
+    (a core event) cannot run inside a hit: the hit comes after it, finds the
     resource gone from `view` and asks the supervisor (`MISS`)."""
     core, res = _reclaim_setup()
-
-    class Raced(dict[Any, Any]):
-        """`view`, where the reclaim happens right after the caller's read."""
-
-        def __getitem__(self, key: Any) -> Any:
-            value = dict.__getitem__(self, key)
-            core.acquire(1.0, 2, "b", None, {})  # a reclaim, meanwhile
-            return value
-
-    core.published.view = Raced(core.published.view)
-    assert fastpath.hit(core.published, "a", _no_debug, _wake) is fastpath.MISS
+    core.acquire(1.0, 2, "b", None, {})  # a reclaim
     assert [c.rid for c in _take(core, fx.Close)] == [res.rid]
+    assert core.published.hit("a") is MISS
 
 
 def test_a_hit_after_the_reclaim_chose_its_victim_keeps_it() -> None:
@@ -370,7 +353,7 @@ def test_a_hit_after_the_reclaim_chose_its_victim_keeps_it() -> None:
             value: bool = plain.__get__(self)
             if not got:  # the core's read, then the caller's hit
                 got.append(None)
-                got.append(fastpath.hit(core.published, "a", _no_debug, _wake))
+                got.append(core.published.hit("a"))
             return value
 
         @handed_out.setter
@@ -399,7 +382,7 @@ def test_a_checkin_message_comes_after_its_leases_checkout_note() -> None:
     core.acquire(0.0, 2, "k", None, {}, hold=True)
     (first,) = _take(core, fx.Reply)  # a lease by message: counted at once
     core.published.noted = WOKEN  # another caller's `Notes` is on its way
-    second = fastpath.checkout(core.published, "k", _no_debug, _wake)
+    second = core.published.take("k")
     assert isinstance(second, Lease)  # its OUT note is not read yet
     core.release(1.0, 3, "k")  # retired, with two holders
     core.effects.clear()
@@ -434,4 +417,4 @@ def test_a_hit_that_finds_the_mark_set_rechecks_retired() -> None:
 
     pub = core.published
     pub.view = Stale()
-    assert fastpath.hit(pub, "k0", _no_debug, _wake) is fastpath.MISS
+    assert pub.hit("k0") is MISS

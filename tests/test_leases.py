@@ -897,14 +897,32 @@ def test_without_is_broken_an_exception_is_not_broken(rec: Rec) -> None:
         assert pool.stats().broken == 0 and pool.stats().holders == 0
 
 
-def test_an_is_broken_that_raises_counts_as_not_broken(rec: Rec) -> None:
+def test_an_is_broken_that_raises_checks_the_lease_in_as_broken(rec: Rec) -> None:
+    """SPEC 11: `is_broken` that raises anything still checks the lease in
+    (as broken); the block's own error is the one the caller sees."""
+
     def is_broken(error: BaseException) -> bool:
         raise RuntimeError("bug in is_broken")
 
     with new_pool(rec, max_holders=1, is_broken=is_broken) as pool:
         with pytest.raises(ConnectionError), pool.lease("a"):
             raise ConnectionError
-        assert pool.stats().broken == 0 and pool.stats().holders == 0
+        assert pool.stats().broken == 1 and pool.stats().holders == 0
+
+
+def test_an_is_broken_interrupted_still_checks_the_lease_in(rec: Rec) -> None:
+    """Finding 4 of issue 20: `is_broken` raising a `BaseException` (here a
+    `KeyboardInterrupt`) left the lease out for good: holders=1, key dead."""
+
+    def is_broken(error: BaseException) -> bool:
+        raise KeyboardInterrupt
+
+    with new_pool(rec, max_holders=1, max_per_key=1, is_broken=is_broken) as pool:
+        with pytest.raises(KeyboardInterrupt), pool.lease("a"):
+            raise ConnectionError
+        assert pool.stats().holders == 0
+        with pool.lease("a", timeout=5):  # the key serves again
+            pass
 
 
 def test_lease_block_checks_in_on_success(rec: Rec) -> None:
@@ -1364,7 +1382,7 @@ def test_a_checkout_queues_itself_behind_queued_callers() -> None:
         assert queued.wait(10)  # queued by the core; the supervisor is stuck now
         third = threading.Thread(target=wait_for_it, args=("third",), daemon=True)
         third.start()
-        wait_for(lambda: len(pool._pub.queue.get("t", ())) == 2)  # queued itself
+        wait_for(lambda: len(pool._counter.queue.get("t", ())) == 2)  # queued itself
         assert pool.checkin(first)
         second.join(10)
         assert order == ["second"]
@@ -1431,7 +1449,7 @@ def test_a_checkout_interrupted_while_it_queues_itself_leaves_nothing_behind() -
 
     with Pool(lambda key: _Conn(), max_open_resources=1, max_holders=1) as pool:
         first = pool.checkout("t")
-        pub = pool.actor_ref.published
+        pub = pool.actor_ref.counter
         notes, pub.notes = pub.notes, Interrupting()
         try:
             with pytest.raises(KeyboardInterrupt):
