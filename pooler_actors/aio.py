@@ -163,9 +163,9 @@ class AsyncPool(FacadeBase[K, T]):
         if lease is not MISS:
             return cast("Lease[K, T]", lease)
         self._loop.bind(asyncio.get_running_loop())
-        future = self._queue_self(key, timeout)
+        future = self._queue_self(key, check_timeout(timeout))
         if future is MISS:
-            future = self._ref.ask(Checkout(key, timeout), block=False)
+            future = self._ref.ask(Checkout(key, check_timeout(timeout)), block=False)
         return cast("Lease[K, T]", await self._granted(future, key, wait))
 
     async def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:

@@ -1,0 +1,139 @@
+"""The counter (SPEC 11, issue 20): findings 2, 3, 6 and 8 of the issue, each
+through the public API, each failing on the code before the counter."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from typing import Any
+
+import pytest
+from conftest import wait_for
+
+from pooler_actors import AcquireTimeout, AsyncPool, Pool
+from pooler_actors.messages import Checkout, check_timeout
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def ping(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class _SlowLogger:
+    """A logger whose every `info` call blocks the supervisor's thread for
+    `stall` seconds once `armed` is set: a slow log handler."""
+
+    def __init__(self, stall: float) -> None:
+        self.stall = stall
+        self.armed = threading.Event()
+
+    def info(self, event: str, **fields: Any) -> None:
+        if self.armed.is_set():
+            time.sleep(self.stall)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        pass
+
+    warning = error = debug
+
+    def is_enabled_for(self, _level: int) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("timeout", [2**1024, 1e308, math.inf, 1e10])
+def test_a_huge_timeout_means_no_deadline_and_the_pool_lives(timeout: float) -> None:
+    """Finding 2: `checkout("t", timeout=2**1024)` overflowed in the
+    supervisor; the pool failed and closed every resource under its holder."""
+    with Pool(lambda key: _Conn(), max_open_resources=1, max_holders=1) as pool:
+        held = pool.checkout("t", timeout=timeout)  # created: no deadline
+        waiter: list[Any] = []
+        thread = threading.Thread(
+            target=lambda: waiter.append(pool.checkout("t", timeout=timeout))
+        )
+        thread.start()
+        wait_for(lambda: pool.stats().wait_count == 1)
+        assert held.resource.closed == 0  # nothing closed under its holder
+        assert pool.checkin(held)
+        thread.join(10)
+        assert waiter and waiter[0].resource is held.resource
+        assert pool.checkin(waiter[0])
+        assert not pool.closed
+
+
+def test_every_path_takes_any_number_and_rejects_the_rest() -> None:
+    """SPEC 11: `2**1024`, `1e308`, `inf` mean no deadline; negative and
+    `nan` are `ValueError`; `True` and `"1"` are `TypeError` -- on every path."""
+    for huge in (2**1024, 1e308, math.inf):
+        assert check_timeout(huge) == math.inf
+        assert Checkout("k", huge).timeout == math.inf
+    with Pool(lambda key: _Conn(), max_holders=1) as pool:
+        for bad, error in ((-1, ValueError), (math.nan, ValueError)):
+            with pytest.raises(error):
+                pool.checkout("k", timeout=bad)
+        for wrong in (True, "1"):
+            with pytest.raises(TypeError):
+                pool.checkout("k", timeout=wrong)  # type: ignore[arg-type]
+        assert pool.stats().holders == 0 and pool.stats().acquires == 0
+
+    async def main() -> None:
+        async with AsyncPool(lambda key: _Conn(), max_holders=1) as apool:
+            with pytest.raises(ValueError):
+                await apool.checkout("k", timeout=math.nan)
+            with pytest.raises(TypeError):
+                await apool.checkout("k", timeout=True)
+            lease = await apool.checkout("k", timeout=2**1024)
+            assert await apool.checkin(lease)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_a_stalled_supervisor_cannot_stretch_a_callers_timeout(hold: bool) -> None:
+    """Finding 3: with a logger whose `info()` blocks 4 s, `checkout(...,
+    timeout=0.2)` and `acquire(..., timeout=0.2)` returned after 4.0 s (the
+    acquire even returned a resource). The caller keeps its own deadline."""
+    logger = _SlowLogger(stall=4.0)
+    options: dict[str, Any] = {"max_holders": 1} if hold else {}
+    with Pool(
+        lambda key: _Conn(), max_open_resources=1, logger=logger, **options
+    ) as pool:
+        first = pool.checkout("a") if hold else pool.acquire("a")
+        logger.armed.set()
+        pool.actor_ref.tell(Checkout("z", timeout=0))  # the supervisor stalls
+        started = time.monotonic()
+        with pytest.raises(AcquireTimeout):
+            if hold:
+                pool.checkout("b", timeout=0.2)
+            else:
+                pool.acquire("b", timeout=0.2)
+        took = time.monotonic() - started
+        # 0.2 s, plus at most 50 ms (SPEC 11), plus a thread switch or two.
+        assert took < 0.2 + 0.05 + 0.2, took
+        logger.armed.clear()
+        if hold:
+            pool.checkin(first)
+    # Closed in time after the stall: nothing was granted to the caller that
+    # had given up (the pool's books balance).
+
+
+def test_a_lease_block_is_good_for_one_with_statement() -> None:
+    """Finding 6: one `pool.lease()` object used twice (nested, or from two
+    threads) leaked a lease and gave two holders to an exclusive resource."""
+    with Pool(lambda key: _Conn(), max_holders=1, max_per_key=2) as pool:
+        block = pool.lease("k", timeout=5)
+        with block:
+            with pytest.raises(RuntimeError, match="entered already"), block:
+                pass
+            assert pool.stats().holders == 1
+        wait_for(lambda: pool.stats().holders == 0)
+        with pytest.raises(RuntimeError, match="entered already"), block:
+            pass
+        assert pool.stats().holders == 0
