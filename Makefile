@@ -39,6 +39,15 @@ bench: $(STAMP)
 	@echo
 	@echo "# The hit path again, unpinned (threads on both CPUs, as applications run):"
 	$(PY) benchmarks/run.py --no-pin --only fast hit
+	$(MAKE) --no-print-directory charts
+
+.PHONY: charts
+
+# The charts of docs/performance.md, drawn again from the results `make bench`
+# recorded (benchmarks/results/latest.json) into docs/assets/charts/.
+charts: $(STAMP)
+	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/charts.py
 
 # Deterministic simulation of the core (tests/simulation.py): over a million
 # steps across seeds, every invariant checked after each; SEED=n replays one.
