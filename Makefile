@@ -33,6 +33,13 @@ test: lint pytest docs
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
+# The built site in headless Chromium (the system's: apt-get install chromium):
+# every page opened, failing on a console error, a missing image or resource,
+# or a Mermaid diagram left undrawn; a screenshot of each page in site-shots/.
+docs-check: docs
+	$(PY) -c 'import websocket' 2>/dev/null || $(PY) -m pip install -q -e '.[docs-check]'
+	$(PY) tools/docs_check.py --site site --shots site-shots
+
 bench: $(STAMP)
 	$(PY) -c 'import generic_connection_pool' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/run.py
@@ -41,7 +48,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py --no-pin --only fast hit
 	$(MAKE) --no-print-directory charts
 
-.PHONY: charts
+.PHONY: charts docs-check
 
 # The charts of docs/performance.md, drawn again from the results `make bench`
 # recorded (benchmarks/results/latest.json) into docs/assets/charts/.
