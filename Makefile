@@ -33,13 +33,6 @@ test: lint pytest docs
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
-# The built site in headless Chromium (the system's: apt-get install chromium):
-# every page opened, failing on a console error, a missing image or resource,
-# or a Mermaid diagram left undrawn; a screenshot of each page in site-shots/.
-docs-check: docs
-	$(PY) -c 'import websocket' 2>/dev/null || $(PY) -m pip install -q -e '.[docs-check]'
-	$(PY) tools/docs_check.py --site site --shots site-shots
-
 bench: $(STAMP)
 	$(PY) -c 'import generic_connection_pool' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/run.py
@@ -55,6 +48,14 @@ bench: $(STAMP)
 charts: $(STAMP)
 	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/charts.py
+
+# The built site in headless Chromium (the system's: apt-get install chromium;
+# and the docs-check extra: pip install -e '.[docs-check]'; it installs
+# neither, and says so when one is missing): every page opened, failing on a
+# console error, a missing image or resource, or a Mermaid diagram left
+# undrawn; a screenshot of each page in site-shots/.
+docs-check: docs
+	$(PY) tools/docs_check.py --site site --shots site-shots
 
 # Deterministic simulation of the core (tests/simulation.py): over a million
 # steps across seeds, every invariant checked after each; SEED=n replays one.

@@ -13,9 +13,10 @@ Chromium over the Chrome DevTools Protocol (a small client over
   DOM sees), or one drawn as mermaid's syntax-error picture, after waiting.
 
 It saves a screenshot of each page (full length, up to ``--max-height``
-pixels) under ``--shots``. Chromium is not installed by this script:
-``apt-get install chromium`` (Debian; or set ``CHROMIUM`` to a Chrome or
-Chromium binary).
+pixels) under ``--shots``. It installs nothing: Chromium comes from the
+system (``apt-get install chromium`` on Debian, or set ``CHROMIUM`` to a
+Chrome or Chromium binary), ``websocket-client`` from the ``docs-check``
+extra (``pip install -e '.[docs-check]'``); it says so when one is missing.
 
 Usage: ``python tools/docs_check.py [--site site] [--shots site-shots]``.
 """
@@ -41,7 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import websocket
+try:
+    import websocket
+except ImportError:  # pragma: no cover - says what to do instead
+    sys.exit(
+        "docs-check needs websocket-client: python -m pip install -e '.[docs-check]'"
+    )
 
 HOW_TO_GET = (
     "headless Chromium not found: apt-get install chromium "
