@@ -71,6 +71,7 @@ WIDTH, HEIGHT = 1280, 900
 _BROKEN_IMAGES = """
 (async () => {
   const imgs = Array.from(document.images);
+  imgs.forEach((img) => { img.loading = "eager"; });  // none waits to be seen
   await Promise.all(imgs.map((img) => img.decode().catch(() => null)));
   return {
     count: imgs.length,
