@@ -1,6 +1,6 @@
 # Every target creates .venv on first use; nothing else needs installing.
 # .venv is installed from the committed lock (requirements/dev.lock: every
-# package of the `dev` and `bench` extras at an exact version, with hashes),
+# package of the `dev`, `bench` and `docs-check` extras at an exact version, with hashes),
 # so every machine gets the same one; plain pip installs it. `make lock`
 # refreshes the lock; `make test-latest` meets new releases on purpose.
 PYTHON ?= python3
@@ -58,6 +58,22 @@ bench: $(STAMP)
 	@echo
 	@echo "# The hit path again, unpinned (threads on both CPUs, as applications run):"
 	$(PY) benchmarks/run.py --no-pin --only fast hit
+	$(MAKE) --no-print-directory charts
+
+.PHONY: charts docs-check
+
+# The charts of docs/performance.md, drawn again from the results `make bench`
+# recorded (benchmarks/results/latest.json) into docs/assets/charts/.
+charts: $(STAMP)
+	$(PY) benchmarks/charts.py
+
+# The built site in headless Chromium (the system's: apt-get install chromium;
+# it installs none and says so when it is missing; websocket-client comes
+# from the lock): every page opened, failing on a
+# console error, a missing image or resource, or a Mermaid diagram left
+# undrawn; a screenshot of each page in site-shots/.
+docs-check: docs
+	$(PY) tools/docs_check.py --site site --shots site-shots
 
 # Deterministic simulation of the core (tests/simulation.py): over a million
 # steps across seeds, every invariant checked after each; SEED=n replays one.
@@ -81,7 +97,7 @@ $(UV_STAMP): requirements/tools.lock
 # when its lock is newer than its stamp.
 lock: $(UV_STAMP)
 	$(COMPILE) requirements/tools.in -o $(UV_VENV)/tools.lock
-	$(COMPILE) pyproject.toml --extra dev --extra bench -o $(UV_VENV)/dev.lock
+	$(COMPILE) pyproject.toml --extra dev --extra bench --extra docs-check -o $(UV_VENV)/dev.lock
 	for f in tools dev; do cmp -s $(UV_VENV)/$$f.lock requirements/$$f.lock \
 		|| cp $(UV_VENV)/$$f.lock requirements/$$f.lock; done
 
@@ -92,7 +108,7 @@ $(LATEST)/.installed:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python $(PIP) --upgrade pip
-	$(LATEST)/bin/python $(PIP) -e '.[dev,bench]'
+	$(LATEST)/bin/python $(PIP) -e '.[dev,bench,docs-check]'
 	touch $@
 
 test-latest:

@@ -1,8 +1,8 @@
 """The environment is the committed lock, and the lock is pyproject.toml's.
 
 `requirements/dev.lock` (written by `make lock`) pins every package of the
-`dev` and `bench` extras, with hashes; `make` builds `.venv` from it. Here:
-the running environment has exactly the locked packages at exactly the locked
+`dev`, `bench` and `docs-check` extras, with hashes; `make` builds `.venv`
+from it. Here: the running environment has exactly the locked packages at exactly the locked
 versions (no drift, nothing extra), and every dependency pyproject.toml names
 is in the lock at a version its range allows (a range changed without
 `make lock` fails here). Under `make test-latest` the environment comes from
@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements" / "dev.lock"
-EXTRAS = ("dev", "bench")
+EXTRAS = ("dev", "bench", "docs-check")
 # Installed but not locked: the venv's own installer, and the project itself.
 NOT_LOCKED = {"pip", "pooler-actors"}
 
