@@ -3,10 +3,11 @@
 `requirements/dev.lock` (written by `make lock`) pins every package of the
 `dev`, `bench` and `docs-check` extras, with hashes; `make` builds `.venv`
 from it. Here: the running environment has exactly the locked packages at
-exactly the locked versions (no drift, nothing extra), and every dependency pyproject.toml names
-is in the lock at a version its range allows (a range changed without
-`make lock` fails here). Under `make test-latest` the environment comes from
-the ranges alone (POOLER_UNLOCKED=1), so the first two are skipped there.
+exactly the locked versions (no drift, nothing extra), and every dependency
+pyproject.toml names is in the lock at a version its range allows (a range
+changed without `make lock` fails here). Under `make test-latest` the
+environment comes from the ranges alone (POOLER_UNLOCKED=1), so the first two
+are skipped there.
 """
 
 from __future__ import annotations
