@@ -17,6 +17,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pooler_actors"
 #: The modules of the core: the state machine and the vocabulary it uses.
 CORE = [
     "_core.py",
+    "_part.py",
+    "_inventory.py",
+    "_creations.py",
+    "_fleet.py",
+    "_waiters.py",
+    "_placement.py",
+    "_ops.py",
+    "_health.py",
     "_lifecycle.py",
     "_timers.py",
     "_effects.py",
