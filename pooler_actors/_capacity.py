@@ -397,12 +397,6 @@ class CapacityDriver:
         for rid in lost:
             self._call(self._on_lost, rid)
 
-    @staticmethod
-    def _due(pending: dict[str, float], now: float) -> list[str]:
-        for token in [t for t, until in pending.items() if until <= now]:
-            del pending[token]  # its lease has ended on the server by now
-        return list(pending)
-
     def _run(self) -> None:
         cap = self._cap
         down: BaseException | None = None  # the last engine call's failure
@@ -420,8 +414,8 @@ class CapacityDriver:
                     for rid in self._new:
                         self._waiting[rid] = f"{self._prefix}{rid}"
                     self._new.clear()
-                    cancels = self._due(self._cancels, now)
-                    releases = self._due(self._releases, now)
+                    cancels = _due(self._cancels, now)
+                    releases = _due(self._releases, now)
                     waiting = list(self._waiting.values())
                 probe_due = down is None or now - last_attempt >= self._probe
 
@@ -546,3 +540,10 @@ class CapacityDriver:
         except Exception:
             self._log.error("pool.global.close_failed", error=traceback.format_exc())
         self._unbind()
+
+
+def _due(pending: dict[str, float], now: float) -> list[str]:
+    """The tokens of `pending` still to send, those whose lease ended dropped."""
+    for token in [t for t, until in pending.items() if until <= now]:
+        del pending[token]  # its lease has ended on the server by now
+    return list(pending)

@@ -41,7 +41,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -99,7 +99,7 @@ def _level_probe(logger: Any) -> Callable[[int], bool]:
     for name in ("is_enabled_for", "isEnabledFor"):
         probe = getattr(logger, name, None)
         if callable(probe):
-            return probe  # type: ignore[no-any-return]
+            return cast("Callable[[int], bool]", probe)
     return _always
 
 

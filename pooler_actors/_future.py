@@ -17,7 +17,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pykka
 
@@ -94,7 +94,7 @@ class PoolFuture(pykka.Future[T]):
             self._done.release()
         if self._error is not None:
             raise self._error
-        return self._value  # type: ignore[no-any-return]
+        return cast("T", self._value)
 
     def try_set(self, value: Any) -> bool:
         """Settle with ``value``; ``False`` if already settled or withdrawn."""

@@ -115,7 +115,9 @@ class Pool(FacadeBase[K, T]):
         if lease is MISS:  # it must wait: at the counter if it may
             future = self._queue_self(key, check_timeout(timeout))
             if future is MISS:
-                future = self._ref.ask(Checkout(key, check_timeout(timeout)), block=False)
+                future = self._ref.ask(
+                    Checkout(key, check_timeout(timeout)), block=False
+                )
             lease = self._grant(future, key, wait)
         return cast("Lease[K, T]", lease)
 

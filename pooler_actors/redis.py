@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 try:
     import redis
@@ -48,6 +48,39 @@ from pooler_actors.errors import CapacityUnavailable
 __all__ = ["CapacityUsage", "RedisCapacity"]
 
 _T = TypeVar("_T")
+
+
+class _PubSub(Protocol):
+    """What this module uses of redis-py's `PubSub`."""
+
+    def subscribe(self, *channels: str) -> object: ...
+
+    def get_message(self, *, timeout: float) -> dict[str, Any] | None: ...
+
+    def close(self) -> None: ...
+
+
+class _Client(Protocol):
+    """What this module uses of `redis.Redis`."""
+
+    def eval(self, script: str, numkeys: int, *keys_and_args: str) -> Any: ...
+
+    def register_script(self, script: str) -> Callable[..., Any]: ...
+
+    def pubsub(self) -> _PubSub: ...
+
+    def close(self) -> None: ...
+
+
+# The boundary with redis-py, typed here once. Its own annotations change
+# between the releases pyproject.toml allows (in 5.0 `from_url`, `Retry` and
+# `NoBackoff` have none and `eval` a wrong one, in 5.2 `close` has none, and
+# `pubsub` has none before 8.2), and strict mypy would flip with them (an
+# untyped call, or an unused `type: ignore`): the module calls redis only
+# through these names and protocols.
+_from_url = cast("Callable[..., _Client]", redis.Redis.from_url)
+_Retry = cast("Callable[[object, int], object]", Retry)
+_NoBackoff = cast("Callable[[], object]", NoBackoff)
 
 _MISMATCH = "POOLER_LIMIT_MISMATCH"
 
@@ -318,13 +351,13 @@ class RedisCapacity:
             **(client_options or {}),
             "socket_timeout": self._socket_timeout,
             "socket_connect_timeout": connect_timeout,
-            "retry": Retry(NoBackoff(), 0),
+            "retry": _Retry(_NoBackoff(), 0),
             "retry_on_timeout": False,
         }
-        self._client: redis.Redis | None = None
+        self._client: _Client | None = None
         self._client_lock = threading.Lock()
         self._scripts: dict[str, Any] = {}
-        self._pubsub: Any = None
+        self._pubsub: _PubSub | None = None
         self._pubsub_denied = False
         # Waiting tokens a grant message must name to be worth a try.
         self._interest: set[str] = set()
@@ -428,10 +461,10 @@ class RedisCapacity:
 
     # -- internals -------------------------------------------------------------
 
-    def _redis(self) -> redis.Redis:
+    def _redis(self) -> _Client:
         with self._client_lock:  # check/usage may run beside the pool's thread
             if self._client is None:
-                self._client = redis.Redis.from_url(self.url, **self._options)
+                self._client = _from_url(self.url, **self._options)
             return self._client
 
     def _script(self, what: str, source: str, args: list[str]) -> list[Any]:
@@ -472,7 +505,7 @@ class RedisCapacity:
         """Subscribe to the grant channel and wait for the server to confirm it."""
         if self._pubsub is not None or self._pubsub_denied:
             return
-        pubsub = self._redis().pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self._redis().pubsub()
         try:
             pubsub.subscribe(self.channel)
             deadline = time.monotonic() + self._socket_timeout

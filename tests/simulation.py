@@ -76,7 +76,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pooler_actors._core as core_module
+from pooler_actors import _creations, _health, _inventory, _placement, _waiters
 from pooler_actors import _effects as fx
 from pooler_actors import _fastpath as fastpath
 from pooler_actors._core import (
@@ -755,14 +755,14 @@ class Sim:
         self._asks: list[Req] = []  # their ASK notes read in this event
         # A resource that retires, even for a moment within one event (its
         # holder's checkin lands in the same event), is retiring since then.
-        move = self.core._move
+        move = self.core.inventory.move
 
         def moved(now: float, res: Resource, event: str) -> None:
             move(now, res, event)
             if res.phase is Phase.RETIRING:
                 self.retiring_since.setdefault(res.rid, self.now)
 
-        self.core._move = moved  # type: ignore[method-assign]
+        self.core.inventory.move = moved  # type: ignore[method-assign]
         # Every batch of notes the core reads (a `Notes` message's, or those a
         # checkin by message drains first) passes through `_counted`.
         notes = type(self.core).notes
@@ -819,10 +819,11 @@ class Sim:
         """Run `steps` random steps, then close the pool and run it to its end."""
         global _SIM
         patches = [
-            (core_module, "_PING_CHUNK", self.ping_chunk),
-            (core_module, "Resource", SimResource),
-            (core_module, "KeyEntry", SimKeyEntry),
-            (core_module, "Lease", SimLease),
+            (_health, "_PING_CHUNK", self.ping_chunk),
+            (_creations, "Resource", SimResource),
+            (_inventory, "KeyEntry", SimKeyEntry),
+            (_placement, "Lease", SimLease),
+            (_waiters, "Lease", SimLease),
             (fastpath, "Lease", SimLease),
             (fastpath, "_note", _urgent_note(fastpath._note)),
         ]
@@ -994,7 +995,7 @@ class Sim:
         core = self.core
         return {
             "waiters": {k: list(e.waiters) for k, e in core.keys.items() if e.waiters},
-            "slots": list(core.slots),
+            "slots": list(core.waiters.slots),
             "joined": {c.cid: c.joined.rid for c in core.callers.values() if c.joined},
             "open": {
                 r.rid
@@ -1427,8 +1428,10 @@ class Sim:
         if isinstance(error, TooManyWaiters):
             self.counts["rejected"] += 1
             limit = self.opts.max_waiting
-            if limit is None or self.core.queued < limit:
-                raise Violation(f"TooManyWaiters with {self.core.queued} waiting")
+            if limit is None or self.core.waiters.queued < limit:
+                raise Violation(
+                    f"TooManyWaiters with {self.core.waiters.queued} waiting"
+                )
         if req.state == "pending":
             req.state, req.value = "error", error
 
@@ -2287,7 +2290,7 @@ class Sim:
         its creation may have been joined by a later caller of the key)."""
         if not self._created_keys:
             return
-        before, now_in = self._pre["slots"], self.core.slots
+        before, now_in = self._pre["slots"], self.core.waiters.slots
         oldest = next((i for i in before if i in now_in and not _is_refill(i)), None)
         if oldest is None:
             return
@@ -2412,11 +2415,11 @@ class Sim:
                 raise Violation(f"resource {res.rid} mapped, not in the key map")
             if res.phase is Phase.OPEN and not res.mapped:
                 raise Violation(f"resource {res.rid} open but out of the key map")
-        if core.queued != queued:
-            raise Violation(f"core.queued={core.queued}, {queued} waiters")
+        if core.waiters.queued != queued:
+            raise Violation(f"core.queued={core.waiters.queued}, {queued} waiters")
         if opts.max_waiting is not None and queued > opts.max_waiting:
             raise Violation(f"{queued} waiting > max_waiting={opts.max_waiting}")
-        for item in core.slots:
+        for item in core.waiters.slots:
             if _is_refill(item):
                 continue
             if core.callers.get(item.cid) is not item or not item.in_slots:
@@ -2497,7 +2500,7 @@ class Sim:
                     raise Violation(
                         f"resource {res.rid} keeps gone joiner {caller.cid}"
                     )
-        gave_up = core._gave_up.keys()
+        gave_up = core.waiters.gave_up.keys()
         if not gave_up <= self.undelivered_cids:
             raise Violation(f"give-up records kept: {sorted(gave_up)}")
 
@@ -2670,8 +2673,8 @@ class Sim:
             if getattr(stats, name) != value:
                 raise Violation(f"stats.{name}={getattr(stats, name)}, not {value}")
         reclaiming = sum(1 for r in counted if r.reason == "reclaimed")
-        if core._reclaiming != reclaiming:
-            raise Violation(f"reclaiming {core._reclaiming}, not {reclaiming}")
+        if core.placement.reclaiming != reclaiming:
+            raise Violation(f"reclaiming {core.placement.reclaiming}, not {reclaiming}")
 
     def _check_timers(self) -> None:
         """Timers are bounded by what exists and waits."""
@@ -2732,10 +2735,10 @@ class Sim:
         for res in core.resources.values():
             if res.phase is not Phase.ABANDONED:
                 raise Violation(f"after Stopped, {res.rid} is {res.phase.value}")
-        if core.callers or core.keys or core.slots or core.queued:
+        if core.callers or core.keys or core.waiters.slots or core.waiters.queued:
             raise Violation(
                 f"after Stopped: callers {list(core.callers)}, keys "
-                f"{list(core.keys)}, {len(core.slots)} in the slot queue"
+                f"{list(core.keys)}, {len(core.waiters.slots)} in the slot queue"
             )
         for actor in self.actors:
             if not (actor.dead or actor.abandoned):

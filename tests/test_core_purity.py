@@ -18,6 +18,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pooler_actors"
 CORE = [
     "_core.py",
     "_counter.py",
+    "_part.py",
+    "_inventory.py",
+    "_creations.py",
+    "_fleet.py",
+    "_waiters.py",
+    "_placement.py",
+    "_ops.py",
+    "_health.py",
     "_lifecycle.py",
     "_timers.py",
     "_effects.py",
@@ -142,3 +150,30 @@ def test_the_counter_state_check_can_fail(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f(ref):\n    return ref.counter.view.get('k')\n")
     assert _counter_state_touched(bad) == ["bad.py:2 .view"]
+
+
+#: SPEC 11: the coordinator, and the most any other class or module may have.
+COORDINATOR, MAX_COORDINATOR, MAX_CLASS, MAX_MODULE = "PoolCore", 600, 400, 600
+
+
+def test_no_module_or_class_of_the_package_is_too_long() -> None:
+    """`PoolCore` coordinates parts (`_inventory`, `_waiters`, ...); no part,
+    nor any other class, grows past 400 lines, and no module past 600."""
+    too_long = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE:
+            too_long.append(f"{path.name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                size = node.end_lineno - node.lineno + 1
+                limit = MAX_COORDINATOR if node.name == COORDINATOR else MAX_CLASS
+                if size > limit:
+                    too_long.append(f"{path.name}: class {node.name}, {size} lines")
+    assert too_long == []
+
+
+def test_each_part_of_the_core_says_what_it_owns() -> None:
+    for module in CORE:
+        tree = ast.parse((PACKAGE / module).read_text())
+        assert ast.get_docstring(tree), f"{module} has no docstring"

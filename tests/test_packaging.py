@@ -26,7 +26,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", ".cache", "site", "build", "dist", "*.egg-info", "__pycache__",
+    ".git", ".venv*", ".cache", "site", "build", "dist", "*.egg-info", "__pycache__",
     ".*_cache", ".hypothesis",
 )  # fmt: skip
 
@@ -102,6 +102,7 @@ def test_the_sdist_carries_the_tests_with_their_helpers_and_the_docs(
     for name in ("LICENSE", "CHANGELOG.md", "README.md", "mkdocs.yml", "Makefile"):
         assert name in names
     assert "tools/mkdocs_hooks.py" in names  # mkdocs.yml's hook
+    assert "requirements/dev.lock" in names  # the Makefile's venv
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 

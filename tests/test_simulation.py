@@ -32,6 +32,9 @@ from pooler_actors._core import (
     Published,
     Resource,
 )
+from pooler_actors._inventory import Inventory
+from pooler_actors._placement import Placement
+from pooler_actors._waiters import Waiters
 
 SIMULATION = Path(simulation.__file__)
 FIXED_SEEDS = range(120)
@@ -89,22 +92,22 @@ def test_the_command_line_output_is_the_same_in_every_process() -> None:
 def _forget_withdrawals(monkeypatch: pytest.MonkeyPatch) -> None:
     """Defect 3 of issue 10 put back: the core ignores a caller's give-up."""
 
-    def give_up(self: PoolCore, now: float, cid: int) -> None:
+    def give_up(self: Waiters, now: float, cid: int) -> None:
         return None
 
-    monkeypatch.setattr(PoolCore, "give_up", give_up)
+    monkeypatch.setattr(Waiters, "give_up", give_up)
 
 
 def _hide_standbys(monkeypatch: pytest.MonkeyPatch) -> None:
     """Defect 2 of issue 10 put back: the core's placement does not see a
     refresh's replacement while it is being made."""
-    original = PoolCore._joinable
+    original = Placement.joinable
 
-    def joinable(self: PoolCore, entry: KeyEntry, hold: bool) -> Resource | None:
+    def joinable(self: Placement, entry: KeyEntry, hold: bool) -> Resource | None:
         visible = [r for r in entry.resources if not r.standby]
         return original(self, KeyEntry(entry.key, visible), hold)
 
-    monkeypatch.setattr(PoolCore, "_joinable", joinable)
+    monkeypatch.setattr(Placement, "joinable", joinable)
 
 
 def test_the_simulation_catches_a_withdrawn_caller_left_in_the_queue(
@@ -133,11 +136,11 @@ def test_the_simulation_catches_a_second_factory_call_for_a_refreshed_key(
     """Defect 2 as the first version of the core had it: the replacement
     neither joinable nor counted toward `max_per_key`."""
 
-    def count(self: PoolCore, entry: KeyEntry) -> int:
+    def count(self: Placement, entry: KeyEntry) -> int:
         return sum(1 for r in entry.resources if not r.standby)
 
     _hide_standbys(monkeypatch)
-    monkeypatch.setattr(PoolCore, "_count", count)
+    monkeypatch.setattr(Placement, "count", count)
     _first_violation(SEARCH_SEEDS)
 
 
@@ -146,16 +149,16 @@ def test_the_simulation_catches_a_close_under_a_holder(
 ) -> None:
     """SPEC 8: a resource is never closed under its holder. The core forgets
     the holders when it retires a resource here."""
-    original = PoolCore._retire
+    original = Inventory.retire
 
     def retire(
-        self: PoolCore, now: float, res: Resource, reason: str, *, owned: bool = False
+        self: Inventory, now: float, res: Resource, reason: str, *, owned: bool = False
     ) -> None:
         holders, res.holders = res.holders, 0
         original(self, now, res, reason, owned=owned)
         res.holders = holders
 
-    monkeypatch.setattr(PoolCore, "_retire", retire)
+    monkeypatch.setattr(Inventory, "retire", retire)
     found = _first_violation(SEARCH_SEEDS)
     assert "uses it" in str(found.violation)
 
@@ -289,14 +292,14 @@ def test_the_simulation_catches_a_core_serving_a_caller_a_checkin_took(
     queue before it serves, joins or fails it; here it never looks, so a
     caller a checkin has served is answered again."""
 
-    def take_waiter(self: PoolCore, caller: Any) -> bool:
+    def take_waiter(self: Waiters, caller: Any) -> bool:
         if caller.handoff:
             caller.handoff = False
             with contextlib.suppress(ValueError):
-                self.published.queue[caller.key].remove(caller.cid)
+                self.core.published.queue[caller.key].remove(caller.cid)
         return True
 
-    monkeypatch.setattr(PoolCore, "_take_waiter", take_waiter)
+    monkeypatch.setattr(Waiters, "take_waiter", take_waiter)
     found = _first_violation(SEARCH_SEEDS)
     violation = str(found.violation)  # the caller is served twice, one way or another
     assert any(

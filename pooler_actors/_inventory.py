@@ -1,0 +1,346 @@
+"""The inventory: every resource's record, the key map, and each resource's
+way through the lifecycle table to its one exit.
+
+Part of the pure core (see [_core][pooler_actors._core]). It owns
+`resources` (every resource not `GONE`, by `rid`), `keys` (each key's
+resources in service, its FIFO of waiting callers and, exclusive, its idle
+list and queue of numbers), and `used`, what the cap counts. A resource
+leaves service only through [retire][pooler_actors._inventory.Inventory.retire]
+and leaves the pool only through `move(..., "closed" | "failed" |
+"cancelled")` to `GONE`, which cancels its timers, gives its fleet slot back
+and forgets it. The per-resource timers that end a life are here too:
+`lifetime`, `idle`, `drain` and `close`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pooler_actors._effects import Abandon, CancelSlot, Close, Reply, ReturnSlot
+from pooler_actors._lifecycle import COUNTED, Phase, advance
+from pooler_actors._part import Part
+from pooler_actors.errors import PoolClosedError
+from pooler_actors.stats import Stats
+
+if TYPE_CHECKING:
+    from pooler_actors._core import PoolCore
+    from pooler_actors._ops import Op
+    from pooler_actors._waiters import Caller
+    from pooler_actors.lease import Lease
+
+__all__ = ["ENDED", "Inventory", "KeyEntry", "Resource"]
+
+#: The phases a resource has left the pool's service for good in.
+ENDED = (Phase.GONE, Phase.ABANDONED)
+
+
+@dataclass(eq=False, slots=True)
+class Resource:
+    """One resource the pool knows of, from reservation to its end."""
+
+    rid: int
+    key: Hashable
+    phase: Phase
+    context: dict[str, Any]
+    started: float
+    obj: Any = None
+    opened: bool = False  # the factory returned it (once)
+    mapped: bool = True  # in the key map: new requests may get it
+    standby: bool = False  # a refresh's replacement, not yet swapped in
+    replaces: list[Resource] = field(default_factory=list)
+    holders: int = 0
+    retired: bool = False  # out of service for good (callers re-check it)
+    tokens: list[Any] = field(default_factory=list)  # shared: hit-path leases
+    leases: set[Lease[Any, Any]] = field(default_factory=set)  # out, as known
+    home: list[Resource] | None = None  # exclusive: its key's idle list
+    joiners: list[Caller] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
+    last_used: float = 0.0
+    used_seq: int = 0  # orders uses noted at one `now` (least recently used)
+    handed_out: bool = False  # a plain acquire() got it: never reclaimed
+    reason: str = ""  # why it was retired
+    ping_seq: int = 0  # the sweep whose ping is outstanding, 0 if none
+    attempts: int = 0  # factory retries so far
+    backoff: bool = False  # waiting to retry the factory: no actor runs
+    global_held: bool = False
+    slot_lost: bool = False  # its fleet-wide slot was lost: no factory try again
+    timers: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(eq=False, slots=True)
+class KeyEntry:
+    """A key's resources in service (creation order) and its waiting callers."""
+
+    key: Hashable
+    resources: list[Resource] = field(default_factory=list)
+    waiters: dict[int, Caller] = field(default_factory=dict)  # FIFO by cid
+    idle: list[Resource] = field(default_factory=list)  # exclusive: free to take
+    queue: deque[int] = field(default_factory=deque)  # exclusive: `Published.queue`
+
+
+class Inventory(Part):
+    """The resources and the key map; see the module docstring."""
+
+    def __init__(self, core: PoolCore) -> None:
+        super().__init__(core)
+        self.keys: dict[Hashable, KeyEntry] = {}
+        self.resources: dict[int, Resource] = {}  # every resource not GONE
+        self.used = 0  # resources in COUNTED phases: what the cap counts
+
+    def handlers(self) -> dict[str, Callable[[float, int], None]]:
+        """The kinds of core timer this part handles, and how."""
+        return {
+            "close": self.on_close_timeout,
+            "drain": self.on_drain_timeout,
+            "lifetime": self.on_lifetime,
+            "idle": self.on_idle,
+        }
+
+    def entry(self, key: Hashable) -> KeyEntry:
+        entry = self.keys.get(key)
+        if entry is None:
+            entry = self.keys[key] = KeyEntry(key)
+            if self.exclusive:
+                self.core.published.idle[key] = entry.idle
+                self.core.published.queue[key] = entry.queue
+        return entry
+
+    def forget_if_empty(self, entry: KeyEntry) -> None:
+        if not entry.resources and not entry.waiters:
+            self.keys.pop(entry.key, None)
+            self.core.published.idle.pop(entry.key, None)
+            self.core.published.queue.pop(entry.key, None)
+
+    def unmap(self, res: Resource) -> None:
+        """Take `res` out of the key map: new requests no longer get it."""
+        res.retired = True  # before any claim: callers re-check it (see _fastpath)
+        if not res.mapped:
+            return
+        res.mapped = False
+        entry = self.keys[res.key]
+        entry.resources.remove(res)
+        self.core.changed(res.key)
+        self.publish_view(entry)
+        self.forget_if_empty(entry)
+
+    def publish_view(self, entry: KeyEntry) -> None:
+        """Shared mode: show `acquire()` callers the key's open resource."""
+        if not self.shared:
+            return
+        for res in entry.resources:
+            if res.phase is Phase.OPEN:
+                self.core.published.view[entry.key] = res
+                return
+        self.core.published.view.pop(entry.key, None)
+
+    def retire(
+        self, now: float, res: Resource, reason: str, *, owned: bool = False
+    ) -> None:
+        """Take `res` out of service: the one way a resource leaves it.
+
+        Out of the key map at once; a creation in flight still serves the
+        callers that joined it and retires when it opens; an open resource
+        waits for its holders (`RETIRING`) or closes now. `owned`: the core
+        has exclusive `res` in hand (not in its idle list, not held).
+        """
+        self.unmap(res)
+        if not res.reason:
+            res.reason = reason
+        if res.phase is Phase.RESERVING and not res.joiners:
+            self.effects.append(CancelSlot(res.rid))
+            self.move(now, res, "cancelled")
+        elif res.phase is Phase.CREATING and res.backoff and not res.joiners:
+            self.move(now, res, "failed")
+        elif res.phase is Phase.OPEN:
+            for kind in ("lifetime", "idle"):
+                self.timers.cancel(res.timers.pop(kind, None))
+            if self.exclusive:
+                # Free only if the core has it: in hand, being pinged (the
+                # actor closes after the ping), or taken from its idle list.
+                free = owned or bool(res.ping_seq) or self.core.claim(res)
+            else:  # `retired` is set (by `unmap`) before `tokens` is read
+                free = not res.holders and not res.tokens
+            if free:
+                self.close(now, res)
+                return
+            self.move(now, res, "drain")
+            self.timer(res, "drain", now + self.options.drain_timeout)
+            self.core.log(
+                "info",
+                "pool.resource.retired",
+                res.key,
+                reason=res.reason,
+                holders=res.holders,
+            )
+            self.core.ops.notify(res, "retired")
+
+    def close(self, now: float, res: Resource) -> None:
+        self.timers.cancel(res.timers.pop("drain", None))
+        self.move(now, res, "close")
+        self.timer(res, "close", now + self.options.close_timeout)
+        self.effects.append(Close(res.rid))
+
+    def move(self, now: float, res: Resource, event: str) -> None:
+        """Move `res` along the lifecycle table; account for what it frees."""
+        before = res.phase
+        after = res.phase = advance(before, event)
+        if before in COUNTED and after not in COUNTED:
+            self.used -= 1
+            if res.reason == "reclaimed":
+                self.core.placement.reclaiming -= 1
+        if after in ENDED:
+            if self.core.health.sweep is not None:
+                self.core.health.sweep_done(now, res.rid)
+            self.core.ops.notify(res, "ended")
+        if after is Phase.GONE:
+            assert not res.mapped, "a resource leaves the key map before it ends"
+            # The one exit: nothing of the pool refers to it any more.
+            del self.resources[res.rid]
+            for kind in list(res.timers):
+                self.timers.cancel(res.timers.pop(kind))
+            res.holders = 0
+            res.leases.clear()
+            res.replaces = []
+            if res.global_held:
+                res.global_held = False
+                self.effects.append(ReturnSlot(res.rid))
+
+    def timer(self, res: Resource, kind: str, when: float) -> None:
+        handle = self.timers.add(when, kind, res.rid)
+        if handle is not None:
+            res.timers[kind] = handle
+
+    def timer_fired(self, rid: int, kind: str) -> Resource | None:
+        res = self.resources.get(rid)
+        if res is not None:
+            res.timers.pop(kind, None)
+        return res
+
+    def arm_idle(self, res: Resource) -> None:
+        idle = self.options.max_idle_time
+        if idle is not None and "idle" not in res.timers:
+            self.timer(res, "idle", res.last_used + idle)
+
+    def abandon(self, res: Resource, reason: str, **fields: Any) -> None:
+        self.n["abandoned"] += 1
+        self.core.log(
+            "error",
+            "pool.resource.abandoned",
+            res.key,
+            reason=reason,
+            rid=res.rid,
+            **fields,
+        )
+        self.effects.append(Abandon(res.rid))
+
+    def closed(
+        self, now: float, rid: int, attempt: int, error: BaseException | None
+    ) -> None:
+        """The actor of `rid` (try `attempt`) ended, its resource closed if it
+        had one (`error` if `close()` raised); unasked, it is a lost resource."""
+        res = self.resources.get(rid)
+        if res is None or res.attempts != attempt or res.backoff:
+            return  # a failed try's actor ending, or a resource long gone
+        if error is not None:
+            self.n["close_errors"] += 1
+            self.core.log("error", "pool.close.failed", res.key, error=repr(error))
+        if res.phase in (Phase.CREATING, Phase.OPEN, Phase.RETIRING):
+            self.unmap(res)
+            self.core.waiters.fail_joiners(now, res, PoolClosedError(self.core.name))
+            res.reason = res.reason or "lost"
+            self.core.log("warning", "pool.resource.lost", res.key)
+        self.core.log("debug", "pool.resource.closed", res.key, reason=res.reason)
+        self.move(now, res, "closed")
+        self.core.pump(now)
+
+    def on_close_timeout(self, now: float, rid: int) -> None:
+        res = self.timer_fired(rid, "close")
+        if res is None or res.phase is not Phase.CLOSING:
+            return
+        self.abandon(
+            res, "close did not return", close_timeout=self.options.close_timeout
+        )
+        self.move(now, res, "timed_out")
+
+    def on_drain_timeout(self, now: float, rid: int) -> None:
+        res = self.timer_fired(rid, "drain")
+        if res is None or res.phase is not Phase.RETIRING:
+            return
+        self.n["drain_timeouts"] += 1
+        self.core.log(
+            "warning",
+            "pool.resource.drain_timeout",
+            res.key,
+            holders=res.holders,
+            drain_timeout=self.options.drain_timeout,
+        )
+        # Closed under its holders; they count until they check in (a no-op
+        # now) or the resource is gone.
+        self.close(now, res)
+
+    def on_lifetime(self, now: float, rid: int) -> None:
+        res = self.timer_fired(rid, "lifetime")
+        if res is None or res.phase is not Phase.OPEN or not res.mapped:
+            return
+        self.n["lifetime_expired"] += 1
+        self.core.log("info", "pool.resource.expired", res.key, reason="max_lifetime")
+        self.retire(now, res, "max_lifetime")
+
+    def on_idle(self, now: float, rid: int) -> None:
+        res = self.timer_fired(rid, "idle")
+        if res is None or res.phase is not Phase.OPEN or not res.mapped:
+            return
+        if res.holders or res.tokens:
+            return  # the last checkin arms it again
+        idle = self.options.max_idle_time
+        assert idle is not None
+        if now < res.last_used + idle:
+            self.arm_idle(res)  # used meanwhile: look again later
+            return
+        if self.exclusive and not self.core.claim(res):
+            return  # a caller has it: its checkin note arms the timer again
+        self.n["idle_expired"] += 1
+        self.core.log("info", "pool.resource.expired", res.key, reason="max_idle_time")
+        self.retire(now, res, "max_idle_time", owned=True)
+
+    def contains(self, cid: int, key: Hashable) -> None:
+        """`Contains`: whether `key` has a resource in service or in creation."""
+        entry = self.keys.get(key)
+        self.effects.append(Reply(cid, entry is not None and bool(entry.resources)))
+
+    def list_resources(self, cid: int) -> None:
+        """`ListResources`: `(key, resource)` of open resources, creation order."""
+        pairs = [
+            (r.key, r.obj)
+            for r in sorted(self.resources.values(), key=lambda r: r.rid)
+            if r.phase is Phase.OPEN and r.mapped
+        ]
+        self.effects.append(Reply(cid, pairs))
+
+    def snapshot(self) -> Stats:
+        """The pool's stats now."""
+        w = self.core.waiters
+        phases = dict.fromkeys(Phase, 0)
+        holders = global_held = 0
+        for res in self.resources.values():
+            phases[res.phase] += 1
+            holders += res.holders
+            global_held += res.global_held
+        return Stats(
+            max_open_resources=self.core.cap,
+            open_resources=self.used,
+            wait_count=w.queued,
+            wait_duration=w.wait_duration,
+            creating=phases[Phase.CREATING],
+            open=phases[Phase.OPEN],
+            retiring=phases[Phase.RETIRING],
+            closing=phases[Phase.CLOSING],
+            holders=holders,
+            max_wait=w.max_wait,
+            global_held=global_held,
+            global_waiting=phases[Phase.RESERVING],
+            **self.n,
+        )
