@@ -116,10 +116,12 @@ class PoolCore:
         self.debug = True
         #: The state callers' threads may read and take from (the hit path).
         self.published = Published(
-            pool_id, exclusive=self._exclusive, shared=options.shared
+            pool_id,
+            exclusive=self._exclusive,
+            shared=options.shared,
+            direct=self._exclusive and options.max_waiting is None,
+            single=options.max_per_key == 1,
         )
-        self.published.direct = self._exclusive and options.max_waiting is None
-        self.published.single = options.max_per_key == 1
         self.timers = Timers()
         self.n: dict[str, int] = dict.fromkeys(
             (c for c in COUNTERS if c != "wait_duration"), 0
@@ -294,23 +296,10 @@ class PoolCore:
         return True
 
     def _hide(self, res: Resource) -> bool:
-        """Shared: take `res` out of `view` before reclaiming it; `False` (and
-        published again) if a plain `acquire()` got it meanwhile.
-
-        A hit's note may not be read yet: a caller's first hit on a resource
-        marks `handed_out`, then reads `view` again (see `_fastpath.hit`); the
-        core sets `retired`, takes it out of `view`, then reads `handed_out`.
-        One of them sees the other: the caller asks instead, or the core keeps
-        it. A later hit that finds `handed_out` set re-checks `retired`: the
-        caller that set it may have backed off after the core looked.
-        """
-        res.retired = True
-        self.published.view.pop(res.key, None)
-        if res.handed_out:
-            res.retired = False  # kept: never out of service
-            self._publish_view(self.keys[res.key])
-            return False
-        return True
+        """Shared: take `res` out of `view` before reclaiming it; `False` if a
+        plain `acquire()` got it (its hit may not be noted yet: the counter
+        marks it in the same step)."""
+        return self.published.hide(res)
 
     def _own_retired(self, now: float, res: Resource) -> None:
         """The core got retired `res` from an idle list: nobody else can now."""
@@ -469,7 +458,7 @@ class PoolCore:
                 self.placement.serve_key(now, entry)
         self.placement.wake(now)
         slots = self.waiters.slots
-        self.published.starved = bool(slots)
+        self.published.starve(bool(slots))
         if slots and self.used >= self.cap and self.options.reclaim_idle:
             self.placement.reclaim(now)
         if self.closing is not None and not self.used and not self.stopped:

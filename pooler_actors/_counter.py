@@ -135,7 +135,15 @@ class Counter:
         "wake",
     )
 
-    def __init__(self, pool_id: object, *, exclusive: bool, shared: bool) -> None:
+    def __init__(
+        self,
+        pool_id: object,
+        *,
+        exclusive: bool,
+        shared: bool,
+        direct: bool = False,
+        single: bool = False,
+    ) -> None:
         self.pool_id = pool_id
         #: The one lock (invariant 1); the shell sets a real one before any
         #: caller can reach the counter.
@@ -157,10 +165,10 @@ class Counter:
         #: order, that a checkin may hand its resource to.
         self.queue: dict[Hashable, deque[int]] = {}
         #: A checkout may queue itself in `queue` (exclusive, no `max_waiting`).
-        self.direct = False
+        self.direct = direct
         #: `max_per_key == 1`: a known key with nothing idle has its one
         #: resource in use (or coming), so a checkout may queue itself.
-        self.single = False
+        self.single = single
         #: The pool's name once it has stopped: notes are read no more.
         self.closed: str | None = None
         #: What callers did here, for the core.
@@ -444,6 +452,49 @@ class Counter:
         if self.noted == POLLING and not (self.notes or self.hits):
             self.noted = QUIET
         return self.drain()
+
+    def known(self, key: Hashable, idle: list[Any], queue: deque[int]) -> None:
+        """Exclusive: `key` has an idle list and a queue of callers now (the
+        core's own, shared with callers from here on)."""
+        self.idle[key] = idle
+        self.queue[key] = queue
+
+    def unknown(self, key: Hashable) -> None:
+        """`key` has no resource and no caller left."""
+        self.idle.pop(key, None)
+        self.queue.pop(key, None)
+
+    def show(self, key: Hashable, res: Any) -> None:
+        """Shared: `res` is `key`'s open resource for hits now (`None`: none)."""
+        if not self.shared:
+            return
+        if res is None:
+            self.view.pop(key, None)
+        else:
+            self.view[key] = res
+
+    def hide(self, res: Any) -> bool:
+        """Shared: take `res` out of service for a reclaim, unless a plain
+        `acquire()` got it (then it is never reclaimed): whether it was."""
+        if res.handed_out:
+            return False
+        res.retired = True
+        key = res.key
+        if self.view.get(key) is res:
+            del self.view[key]
+        return True
+
+    def mark_waiting(self, key: Hashable, waiting: bool) -> None:
+        """Callers of `key` are queued in the core (or no more): the counter
+        serves none of its callers past them."""
+        if waiting:
+            self.waiting.add(key)
+        else:
+            self.waiting.discard(key)
+
+    def starve(self, starved: bool) -> None:
+        """Callers wait for a slot (or no more): a checkin is urgent news."""
+        self.starved = starved
 
     def shut(self, name: str) -> None:
         """The pool `name` stopped (the shell holds the lock): a checkout that

@@ -103,19 +103,17 @@ class Inventory(Part):
         if entry is None:
             entry = self.keys[key] = KeyEntry(key)
             if self.exclusive:
-                self.core.published.idle[key] = entry.idle
-                self.core.published.queue[key] = entry.queue
+                self.core.published.known(key, entry.idle, entry.queue)
         return entry
 
     def forget_if_empty(self, entry: KeyEntry) -> None:
         if not entry.resources and not entry.waiters:
             self.keys.pop(entry.key, None)
-            self.core.published.idle.pop(entry.key, None)
-            self.core.published.queue.pop(entry.key, None)
+            self.core.published.unknown(entry.key)
 
     def unmap(self, res: Resource) -> None:
         """Take `res` out of the key map: new requests no longer get it."""
-        res.retired = True  # before any claim: callers re-check it (see _fastpath)
+        res.retired = True  # callers take it no more (see _counter)
         if not res.mapped:
             return
         res.mapped = False
@@ -129,11 +127,8 @@ class Inventory(Part):
         """Shared mode: show `acquire()` callers the key's open resource."""
         if not self.shared:
             return
-        for res in entry.resources:
-            if res.phase is Phase.OPEN:
-                self.core.published.view[entry.key] = res
-                return
-        self.core.published.view.pop(entry.key, None)
+        shown = next((r for r in entry.resources if r.phase is Phase.OPEN), None)
+        self.core.published.show(entry.key, shown)
 
     def retire(
         self, now: float, res: Resource, reason: str, *, owned: bool = False

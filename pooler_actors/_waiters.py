@@ -257,7 +257,7 @@ class Waiters(Part):
         if self.exclusive and caller.hold:
             caller.handoff = True
             entry.queue.append(caller.cid)
-        self.core.published.waiting.add(entry.key)
+        self.core.published.mark_waiting(entry.key, True)
         if slot:
             caller.in_slots = True
             self.slots[caller] = caller
@@ -276,7 +276,7 @@ class Waiters(Part):
             entry = self.core.inventory.keys[caller.key]
             del entry.waiters[caller.cid]
             if not entry.waiters:
-                self.core.published.waiting.discard(entry.key)
+                self.core.published.mark_waiting(entry.key, False)
             self.core.inventory.forget_if_empty(entry)
 
     def add_caller(self, caller: Caller) -> None:
