@@ -352,7 +352,7 @@ class PoolCore:
                 n["acquires"] += 1
                 n["hits"] += 1
                 n["checkouts"] += 1
-                res.leases.add(note[3])
+                res.leases.add(note[3].lid)
                 res.holders += 1
                 res.last_used = now
                 if self.debug:
@@ -365,9 +365,9 @@ class PoolCore:
             elif kind == GIVEN:
                 self._given(now, res, *note[2:])
             else:  # a checkin: IN, HANDOVER or BROKEN
-                if note[2] not in res.leases:
+                if note[2].lid not in res.leases:
                     continue  # voided by a drain timeout: it counts no more
-                res.leases.discard(note[2])
+                res.leases.discard(note[2].lid)
                 res.holders -= 1
                 res.last_used = now
                 self._seq += 1
@@ -408,9 +408,9 @@ class PoolCore:
         one holder for another, and the caller answered."""
         self.n["checkouts"] += 1
         res.last_used = now
-        if lease in res.leases:  # else voided by a drain timeout: so is `given`
-            res.leases.discard(lease)
-            res.leases.add(given)
+        if lease.lid in res.leases:  # else voided by a drain timeout: so is `given`
+            res.leases.discard(lease.lid)
+            res.leases.add(given.lid)
         caller = self.callers.pop(cid, None)
         if caller is None:  # it queued itself, and its ASK note comes next
             self._early.add(cid)

@@ -120,6 +120,7 @@ class Counter:
         "exclusive",
         "hits",
         "idle",
+        "lids",
         "lock",
         "noted",
         "notes",
@@ -184,6 +185,8 @@ class Counter:
         self.register: Callable[[], tuple[int, Any]] | None = None
         self.context: Callable[[], dict[str, Any]] = _no_context
         self.debug: Callable[[], bool] = _off
+        #: The last lease id given out (every lease of the pool is made here).
+        self.lids = 0
         #: Given to every lease made here: called if it is collected while out.
         self.on_lost: Callable[[Lease[Any, Any]], None] | None = None
 
@@ -193,21 +196,24 @@ class Counter:
         """`acquire(key)` of an open key in shared mode: its resource; `MISS`
         otherwise. Keeps invariant 3 (the hit is noted with it)."""
         context = self.context() if self.debug() else None
-        with self.lock:
-            try:
-                res = self.view.get(key)
-            except TypeError:  # unhashable: asking says so
-                return MISS
-            if res is None or res.retired:
-                return MISS
-            res.handed_out = True  # a plain acquire() got it: never reclaimed
-            if context is None:
-                self.hits.append(key)
-            else:
-                self.notes.append((HIT, key, context))
-            ring = self._ring(False)
-        if ring:
-            self.wake()
+        ring = False
+        try:
+            with self.lock:
+                try:
+                    res = self.view.get(key)
+                except TypeError:  # unhashable: asking says so
+                    return MISS
+                if res is None or res.retired:
+                    return MISS
+                res.handed_out = True  # a plain acquire() got it: never reclaimed
+                if context is None:
+                    self.hits.append(key)
+                    ring = self._ring(False)
+                else:
+                    ring = self._post((HIT, key, context), False)
+        finally:
+            if ring:
+                self.wake()
         return res.obj
 
     def take(self, key: Hashable) -> Any:
@@ -216,21 +222,22 @@ class Counter:
         Keeps invariants 2 (taken and noted in one step) and 3 (never past
         a queued caller)."""
         context = self.context() if self.debug() else None
-        with self.lock:
-            try:
-                if key in self.waiting:
+        lease, ring = MISS, False
+        try:
+            with self.lock:
+                try:
+                    if key in self.waiting:
+                        return MISS
+                    if self.exclusive:
+                        lease = self._take_idle(key, context)
+                    elif self.shared:
+                        lease = self._take_shared(key, context)
+                except TypeError:  # unhashable: asking says so
                     return MISS
-                if self.exclusive:
-                    lease = self._take_idle(key, context)
-                elif self.shared:
-                    lease = self._take_shared(key, context)
-                else:
-                    return MISS
-            except TypeError:  # unhashable: asking says so
-                return MISS
-            ring = lease is not MISS and self._ring(False)
-        if ring:
-            self.wake()
+                ring = lease is not MISS and self._ring(False)
+        finally:
+            if ring:
+                self.wake()
         return lease
 
     def _take_idle(self, key: Hashable, context: dict[str, Any] | None) -> Any:
@@ -304,7 +311,7 @@ class Counter:
                 future.withdraw(error)
                 raise
             ring = self._ring(urgent)
-        if ring:
+        if ring:  # (an interrupt just here: the supervisor's own look finds it)
             self.wake()
         return future
 
@@ -332,19 +339,22 @@ class Counter:
         """
         if lease.pool is not self.pool_id:
             raise ValueError(f"{lease!r} was not granted by this pool")
-        with self.lock:
-            if not lease.claim_checkin():
-                return False
-            try:
-                ring = self._checkin(lease, broken)
-            except BaseException:
-                # Interrupted before its note: as if it never came. (Past its
-                # note, `_checkin` completes what the note says first.)
-                if not self._noted(lease):
-                    lease.unclaim_checkin()
-                raise
-        if ring:
-            self.wake()
+        ring = False
+        try:
+            with self.lock:
+                if not lease.claim_checkin():
+                    return False
+                try:
+                    ring = self._checkin(lease, broken)
+                except BaseException:
+                    # Interrupted before its note: as if it never came. (Past
+                    # its note, `_checkin` completes what the note says.)
+                    if not self._noted(lease):
+                        lease.unclaim_checkin()
+                    raise
+        finally:
+            if ring:
+                self.wake()
         return True
 
     def lost(self, lease: Lease[Any, Any], broken: bool) -> bool:
@@ -372,46 +382,57 @@ class Counter:
         key = lease.key
         if not self.exclusive:
             note = (BROKEN if broken else IN, res, lease)
-            try:
-                self.notes.append(note)
-            finally:  # its token goes with its note (interrupted or not)
-                if self.notes and self.notes[-1] is note and lease in res.tokens:
-                    res.tokens.remove(lease)
             # Someone waits on it: a holder place, a close, a reclaim.
             urgent = broken or res.retired or key in self.waiting or self.starved
-            return self._ring(urgent)
+            try:
+                return self._post(note, urgent)
+            finally:  # its token goes with its note (interrupted or not)
+                if self._noted(lease) and lease in res.tokens:
+                    res.tokens.remove(lease)
         if broken or res.retired:
-            self.notes.append((BROKEN if broken else HANDOVER, res, lease))
-            return self._ring(True)
+            return self._post((BROKEN if broken else HANDOVER, res, lease), True)
         queue = self.queue.get(key)
         while queue:
-            fulfil = self.claim(queue[0])
-            cid = queue.popleft()
-            if fulfil is None:
-                continue  # it gave up: its withdrawal reaches the core
             given = self.lease(key, res)
+            cid, fulfil = queue.popleft(), None
             try:
-                self.notes.append((GIVEN, res, lease, given, cid))
+                fulfil = self.claim(cid)
+                if fulfil is None:
+                    continue  # it gave up: its withdrawal reaches the core
+                return self._post((GIVEN, res, lease, given, cid), False)
             finally:  # a claimed caller is answered, interrupted or not
-                if not self._noted(lease):
-                    self.notes.append((GIVEN, res, lease, given, cid))
-                fulfil(given)  # settles only: a user's callback runs elsewhere
-            return self._ring(False)
+                if fulfil is not None:
+                    if not self._noted(lease):
+                        self.notes.append((GIVEN, res, lease, given, cid))
+                    fulfil(given)  # settles only: user callbacks run elsewhere
         if key in self.waiting:  # queued in the core: it serves them
-            self.notes.append((HANDOVER, res, lease))
-            return self._ring(True)
-        note = (IN, res, lease)
+            return self._post((HANDOVER, res, lease), True)
         try:
-            self.notes.append(note)
+            return self._post((IN, res, lease), self.starved)
         finally:  # idle again with its note (interrupted or not)
             if self._noted(lease) and res not in res.home:
                 res.home.append(res)
-        # Callers waiting for a slot may get it by a reclaim: urgent.
-        return self._ring(self.starved)
 
-    def lease(self, key: Hashable, res: Any, lid: int = 0) -> Lease[Any, Any]:
-        """A new lease of `res` (its record), found again if it is lost."""
-        lease = Lease(key, res.obj, pool=self.pool_id, rid=res.rid, lid=lid, handle=res)
+    def _post(self, note: tuple[Any, ...], urgent: bool) -> bool:
+        """Append `note` and ring: whether this caller must wake the
+        supervisor. Interrupted past the append, it wakes it itself (perhaps
+        once too often: a spare `Notes` message is harmless)."""
+        try:
+            self.notes.append(note)
+            return self._ring(urgent)
+        except BaseException:
+            if self.notes and self.notes[-1] is note:
+                self._ring(urgent)
+                self.wake()
+            raise
+
+    def lease(self, key: Hashable, res: Any) -> Lease[Any, Any]:
+        """A new lease of `res` (its record), with an id of its own, found
+        again if it is lost (under the lock: a caller's or the core's)."""
+        self.lids += 1
+        lease = Lease(
+            key, res.obj, pool=self.pool_id, rid=res.rid, lid=self.lids, handle=res
+        )
         lease.on_lost = self.on_lost
         return lease
 
@@ -449,7 +470,9 @@ class Counter:
         """The notes and hits that came while the supervisor's mailbox stayed
         empty for `POLL` (the shell holds the lock); if none came, callers
         wake it from now on."""
-        if self.noted == POLLING and not (self.notes or self.hits):
+        if self.noted == WOKEN:  # its `Notes` message is late, or lost to an
+            self.noted = POLLING  # interrupt: a look now is as good
+        elif self.noted == POLLING and not (self.notes or self.hits):
             self.noted = QUIET
         return self.drain()
 

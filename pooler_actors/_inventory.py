@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from pooler_actors._core import PoolCore
     from pooler_actors._ops import Op
     from pooler_actors._waiters import Caller
-    from pooler_actors.lease import Lease
 
 __all__ = ["ENDED", "Inventory", "KeyEntry", "Resource"]
 
@@ -54,7 +53,9 @@ class Resource:
     holders: int = 0
     retired: bool = False  # out of service for good (callers re-check it)
     tokens: list[Any] = field(default_factory=list)  # shared: hit-path leases
-    leases: set[Lease[Any, Any]] = field(default_factory=set)  # out, as known
+    #: The ids of its leases out, as known (ids, not leases: a lease nobody
+    #: holds any more must be collectable, to be found lost).
+    leases: set[int] = field(default_factory=set)
     home: list[Resource] | None = None  # exclusive: its key's idle list
     joiners: list[Caller] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)

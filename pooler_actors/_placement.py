@@ -20,7 +20,6 @@ from pooler_actors._lifecycle import Phase
 from pooler_actors._ops import Refill
 from pooler_actors._part import Part
 from pooler_actors._waiters import Caller
-from pooler_actors.lease import Lease
 
 if TYPE_CHECKING:
     from pooler_actors._core import PoolCore
@@ -100,13 +99,10 @@ class Placement(Part):
         if not hold:
             res.handed_out = True
             return res.obj
-        lid = self.core.next_seq()
         res.holders += 1
         self.n["checkouts"] += 1
-        lease = Lease(
-            key, res.obj, pool=self.core.pool_id, rid=res.rid, lid=lid, handle=res
-        )
-        res.leases.add(lease)
+        lease = self.core.published.lease(key, res)  # found again if dropped
+        res.leases.add(lease.lid)
         return lease
 
     def serve_key(self, now: float, entry: KeyEntry) -> None:

@@ -48,7 +48,7 @@ from pooler_actors.stats import Stats
 
 __all__ = ["PoolRef", "PoolSupervisor"]
 
-_MAX_WAIT = 3600.0  # longest single mailbox wait: any deadline, however far, fits
+_MAX_WAIT = 1.0  # the lag a caller interrupted before its wake-up costs at most
 
 
 class PoolSupervisor(PoolActor):
