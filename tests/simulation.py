@@ -1,4 +1,4 @@
-"""Deterministic simulation of the pool's core and its hit path (SPEC 7, 8).
+"""Deterministic simulation of the pool's core and its counter (SPEC 7, 8).
 
 One seeded `random.Random` and a fake clock drive a
 [PoolCore][pooler_actors._core.PoolCore] the way the supervisor shell does:
@@ -10,53 +10,66 @@ clock reaches the core's next deadline. After every step the simulator checks
 the invariants of SPEC 3, 6, 7 and 8 against its own model of what exists and
 who waits, and the core's books against each other.
 
-The hit path (issue 12) is simulated as it runs: a few caller threads
-("strands", one to four per seed) call the REAL functions of
-[_fastpath][pooler_actors._fastpath] -- `hit` (`Pool.acquire`), `checkout`
-and `enqueue` (`Pool.checkout`, which queues itself or asks the supervisor
-on a `MISS`) and `checkin` (which may hand its resource on) -- and the
-supervisor's `Notes` messages and polls call the real `_fastpath.drain` and
-`_fastpath.poll`; the shell's reply claim and registration
-(`Published.claim`, `Published.register`) are the simulator's. No
-function is modelled: every strand is a real thread, but only one thread
-runs at a time (a baton passed through two locks), so a seed replays exactly.
-The state the core publishes and the callers touch is instrumented:
-`Published` (its `view`, `idle`, `queue` and `waiting` containers and each
-key's `queue` of numbers, the `notes` deque, the `noted` flag), each
-`Resource` (`retired`, `handed_out`, `tokens`, its idle list `home`) and
-each `Lease` (its one-shot claim) are the core's own classes
-subclassed with the same behaviour, except that every single operation the
-rules of `_fastpath` rely on -- a `view` read, a `waiting` check, an idle
-list's `pop`/`append`/`remove`/`len`, a `retired` or `handed_out` read or
-write, a `tokens`
-`append`/`remove`/membership test, a note's `append`, a `noted` read or
-write, the wake (the `Notes` message put), a claim -- is a step of its own.
-A strand stops before each one; the scheduler interleaves strands' steps
-with core events (retire by release, refresh, expiry, eviction, reclaim or
-a broken checkin; pings; drain timeouts; close), and also *inside* a core
-event before each such operation of the core, as the supervisor's thread
-and callers' threads really interleave.
+The counter ([_counter][pooler_actors._counter]) is the real one. A few
+caller threads ("strands", one to four per seed) call its REAL methods as
+the facades do -- `hit` (`Pool.acquire`, which asks the supervisor on a
+`MISS`), `take` then `enqueue` (`Pool.checkout`: a lease, a self-queued
+future, or it asks), `checkin`, and `give_back` (an async caller cancelled
+just as it was granted). Its one lock is the simulator's: a strand stops at
+`lock.__enter__` until the scheduler lets it go on, and then runs the whole
+method -- one atomic step -- to its next counter call. Core events are fed
+under the same lock, whole (`PoolCore` is never interleaved inside), and
+their effects are carried out after it, as the shell's `_step` does: a
+strand may do a counter call between two effects, and an undelivered grant
+goes back through `core.undelivered` in a step of its own. Every strand is a
+real thread, but only one runs at a time (a baton passed through two locks),
+so a seed replays exactly. The shell's hooks -- `claim`, `register`, `wake`,
+`debug`, `context`, `on_lost` -- are the simulator's.
 
-Besides the core's own invariants, after every step (and at each operation
-where it applies): a resource is never closed while a caller uses it (a
-lease, or a hit-path caller between taking it and checking it in), except
-after `drain_timeout`; an exclusive resource has one user at most and sits
-in its idle list only when nobody has it; no caller gets through the hit
-path a resource that was retired when it took it; `view` shows only open
-resources, and only resources in service once an event is over (when its
-replies are sent); every note is drained (a note is never left with no
-`Notes` message on its way); the `Notes` messages queued never outnumber
-the caller threads; the core's `holders`, `acquires`, `hits` and
-`checkouts` equal what callers did, less what their notes not yet drained
-say (exact once the notes are drained); FIFO per key holds for callers
-queued in the core, against the hit path too; a resource a plain `acquire()`
-returned is never reclaimed.
+Interrupts: at each counter call the scheduler may make a `KeyboardInterrupt`
+land at the lock (before the method does anything), inside it (just before
+or after a note's append, at the reply registration, around a claim), or
+just after its locked body (its return value lost), and just after a call
+or a wait returned a lease, before the caller recorded it. The model follows
+the notes the counter appends and takes back (`SimNotes`), so it knows what
+each interrupted call left: a lease the caller never got is dropped, and
+collected at a random later step the way `Lease.__del__` does (its `on_lost`:
+a `LeaseLost` message, `core.lost` under the lock); a queued checkout whose
+caller never waited is an orphan whose grant is dropped too. Before closing,
+a liveness phase collects every dropped lease and reads every note: every
+holder the core counts must then be a lease some caller holds.
+
+Checked after every step, besides the core's own invariants: a resource is
+never closed while a lease of it is out, except after `drain_timeout`; an
+exclusive resource has one holder at most and sits in its idle list only
+when nobody holds it; a take at the counter gets an open resource in service
+and never passes a caller queued for its key (in the core, or self-queued:
+strict FIFO per key), and `_pick_key` seeks keys with callers queued; idle
+expiry and reclaim never take a held resource, nor reclaim one a plain
+`acquire()` returned; `view` shows only resources in service; every note is
+drained (the supervisor polls, or a `Notes` message is on its way; for an
+urgent note, a message); the core's `holders`, `acquires`, `hits` and
+`checkouts` equal what callers did, less the notes not yet drained, and
+`stats.holders` the model's own count of leases out once they are; `timeouts`,
+`releases`, `refreshed`, `reclaimed`, `idle_expired`, `lifetime_expired` and
+`drain_timeouts` equal the model's counts, and `wait_duration` is bounded by
+`waits x max_wait`; the health timer is armed while the pool is open, and
+every retiring resource has a drain timer; `contains(key)` agrees with the
+resources in service or in creation and with the leases out; FIFO per key
+holds for callers queued in the core; nobody is granted after giving up.
+Refreshes are steered toward keys with a creation in flight.
+
+Library bugs the simulation found are listed in `KNOWN_BUGS`: excused by
+default (the simulation then behaves as the proposed fix would), shown with
+`--strict`.
 
     python tests/simulation.py [--seeds N] [--steps M] [--seed S] [--jobs J]
-                               [--first F]
+                               [--first F] [--strict] [--coverage]
 
 prints, per failing seed, the seed, the step, what broke and a short trace,
-and as its last line `N steps, M seeds, V violations`. `--seed S` (or
+and as its last line `N steps, M seeds, V violations`; `--coverage` counts
+the rare paths taken (interrupts, dropped and collected leases, hand-ons,
+undelivered grants, expiries, reclaims, drain timeouts). `--seed S` (or
 `SEED=S` in the environment) replays one seed exactly: everything random
 comes from the seed, nothing from the real clock, thread timing or hash
 order.
@@ -1692,7 +1705,15 @@ class Sim:
         strand.key, strand.timeout = key, self._timeout()
         strand.lease, strand.foreign, strand.claimed = None, False, False
         counter = self.counter
-        if self.shared and rng.random() < 0.5:
+        fresh = [k for k, r in self.pub.view.items() if not r.handed_out]
+        if self.shared and self.core.slots and fresh and rng.random() < 0.7:
+            # An `acquire()` hit on a resource no plain acquire() has got yet,
+            # while callers wait for a slot: it races a reclaim.
+            key = strand.key = rng.choice(fresh)
+            self._note(f"{strand!r} acquire {key!r} (a reclaim may race it)")
+            self._seen("an acquire() of a fresh resource, callers wait for a slot")
+            strand.start("acquire", lambda: self._acquire(strand, key))
+        elif self.shared and rng.random() < 0.5:
             self._note(f"{strand!r} acquire {key!r}")
             strand.start("acquire", lambda: self._acquire(strand, key))
         else:
@@ -1939,6 +1960,18 @@ class Sim:
             ):
                 raise Violation(f"acquire({key!r}) at the counter gave {value!r}")
             self.acquired.add(value.rid)
+            if (
+                self.core.slots
+                and self.opts.reclaim_idle
+                and not self.in_event
+            ):  # (the bias of `_strand_start`)
+                # A timer fires before the supervisor reads the hit's note:
+                # a reclaim may look at the resource now (a rare race).
+                deadline = self.core.next_deadline()
+                if deadline is not None:
+                    self.now = max(self.now, deadline)
+                    self._seen("a timer rushed after a hit")
+                    self._deliver()
             return
         if not isinstance(value, Lease) or strand.outs != [value]:
             raise Violation(f"checkout({key!r}) at the counter gave {value!r}")
