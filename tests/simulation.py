@@ -1961,9 +1961,7 @@ class Sim:
                 raise Violation(f"acquire({key!r}) at the counter gave {value!r}")
             self.acquired.add(value.rid)
             if (
-                self.core.slots
-                and self.opts.reclaim_idle
-                and not self.in_event
+                self.core.slots and self.opts.reclaim_idle and not self.in_event
             ):  # (the bias of `_strand_start`)
                 # A timer fires before the supervisor reads the hit's note:
                 # a reclaim may look at the resource now (a rare race).
