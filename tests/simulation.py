@@ -489,7 +489,7 @@ class Sim:
         rng = self.rng = random.Random(seed)
         self.now = T0
         # A calm world (user code never fails, resources live long, few
-        # releases and refreshes) keeps resources open: the hit path serves
+        # releases and refreshes) keeps resources open: the counter serves
         # most calls there. Other worlds are turbulent.
         self.calm = rng.random() < 0.4
         self.opts = opts = self._options(rng, self.calm)
@@ -614,7 +614,7 @@ class Sim:
         pub.context = lambda: {"sim": True}
         pub.on_lost = self._on_lost
         self.exclusive = pub.exclusive
-        # cids a checkin claimed (rule 9) whose GIVEN note is not read yet.
+        # cids a checkin claimed whose GIVEN note is not read yet.
         self.handing: set[int] = set()
         self.direct: list[Req] = []  # checkouts that queued themselves
         self.unread: set[int] = set()  # ... whose ASK note is not read yet
@@ -1575,9 +1575,9 @@ class Sim:
             if msg[0] == "req" and msg[1].state == "pending":
                 msg[1].state, msg[1].value = "error", PoolClosedError("sim")
         self.inbox.clear()
-        # Then every reply still pending fails (callers a checkin took and
-        # did not claim yet, checkouts that queued themselves, unread: rule
-        # 10); withdrawals not read are moot.
+        # Then every reply still pending fails (the shell's `take_grants`:
+        # checkouts that queued themselves, read or not); withdrawals not
+        # read are moot.
         self.pub.closed = "sim"
         for req in {
             id(r): r for r in (*self.pending_callers.values(), *self.direct)
@@ -2378,7 +2378,7 @@ class Sim:
                 later = [c for c in order[i + 1 :] if c in served]
                 if cid in still and later:
                     # A checkin skips a caller that gave up (its withdrawal
-                    # is on its way) and serves the next (rule 9); or a
+                    # is on its way) and serves the next; or a
                     # checkin serves this one now, and the next another.
                     ahead = self.by_cid[cid].state == "withdrawn" or self._taken(cid)
                     if ahead and all(self._taken(c) for c in later):
@@ -2396,7 +2396,7 @@ class Sim:
                 raise Violation(f"cid {cid} granted resource {rid}, now {state}")
 
     def _taken(self, cid: int) -> bool:
-        """Whether a checkin took caller `cid` (rule 9)."""
+        """Whether a checkin took caller `cid`."""
         caller = self.core.callers.get(cid)
         taken = caller is not None and caller.taken
         return taken or cid in self.handing
@@ -2585,7 +2585,7 @@ class Sim:
     def _check_callers(self) -> None:
         """The core waits for exactly the callers the model says still wait."""
         core = self.core
-        # Callers a checkin claimed (rule 9): the core forgets them when it
+        # Callers a checkin claimed: the core forgets them when it
         # reads the GIVEN note, the caller is answered when it is fulfilled.
         handing = self.handing | {
             cid for cid, req in self.pending_callers.items() if req.state == "claimed"
@@ -2692,7 +2692,7 @@ class Sim:
         return total
 
     def _check_published(self) -> None:
-        """Once an event is over, what callers read is the core's state (rule 1)."""
+        """Once an event is over, what callers read is the core's state."""
         core, pub = self.core, self.pub
         waiting = {k for k, e in core.keys.items() if e.waiters}
         if set(pub.waiting) != waiting:
@@ -2728,15 +2728,15 @@ class Sim:
                 )
 
     def _check_view(self, when: str) -> None:
-        """`view` shows only resources in service (rule 1, at each reply)."""
+        """`view` shows only resources in service (at each reply)."""
         for res in self.pub.view.values():
             if res.phase is not Phase.OPEN or not res.mapped or res.retired:
                 state = "retired" if res.retired else res.phase.value
                 raise Violation(f"view shows resource {res.rid} ({state}) when {when}")
 
     def _check_notes(self) -> None:
-        """Every note is drained (rule 6): the supervisor polls, or a `Notes`
-        message is on its way; for an urgent note, a `Notes` message."""
+        """Every note is drained (counter invariant 3): the supervisor polls,
+        or a `Notes` message is on its way; for an urgent note, a message."""
         if self.stopped:
             return  # the mailbox is closed: notes left are moot
         pub = self.pub
