@@ -57,7 +57,7 @@ from pooler_actors._counter import (
 )
 from pooler_actors._counter import Counter as Published
 from pooler_actors._creations import Creations
-from pooler_actors._effects import Effect, Fail, Log, Reply, Stopped
+from pooler_actors._effects import Effect, Fail, Handed, Log, Reply, Stopped
 from pooler_actors._fleet import Fleet
 from pooler_actors._health import Health
 from pooler_actors._inventory import Inventory, KeyEntry, Resource
@@ -407,6 +407,7 @@ class PoolCore:
         """A checkin handed `res` straight to queued caller `cid` (rule 9):
         one holder for another, and the caller answered."""
         self.n["checkouts"] += 1
+        self.effects.append(Handed(cid))
         res.last_used = now
         if lease.lid in res.leases:  # else voided by a drain timeout: so is `given`
             res.leases.discard(lease.lid)

@@ -178,8 +178,9 @@ class Counter:
         self.hits: deque[Hashable] = deque()
         #: The doorbell: `QUIET`, `POLLING`, `WOKEN`.
         self.noted = QUIET
-        # The shell's hooks (never called under the lock, except `claim` and
-        # `register`, which only take the reply future's own small lock).
+        # The shell's hooks (`wake` is called after the lock is released, but
+        # when an interrupt lands past a note; `claim` and `register` only
+        # take a reply future's own small lock).
         self.wake: Callable[[], None] = _nothing
         self.claim: Callable[[int], Callable[[Any], None] | None] = _nobody
         self.register: Callable[[], tuple[int, Any]] | None = None
@@ -207,10 +208,9 @@ class Counter:
                     return MISS
                 res.handed_out = True  # a plain acquire() got it: never reclaimed
                 if context is None:
-                    self.hits.append(key)
-                    ring = self._ring(False)
+                    ring = self._add(self.hits, key, False)
                 else:
-                    ring = self._post((HIT, key, context), False)
+                    ring = self._add(self.notes, (HIT, key, context), False)
         finally:
             if ring:
                 self.wake()
@@ -393,18 +393,17 @@ class Counter:
             return self._post((BROKEN if broken else HANDOVER, res, lease), True)
         queue = self.queue.get(key)
         while queue:
-            given = self.lease(key, res)
-            cid, fulfil = queue.popleft(), None
+            cid, fulfil = queue[0], None
             try:
                 fulfil = self.claim(cid)
-                if fulfil is None:
-                    continue  # it gave up: its withdrawal reaches the core
-                return self._post((GIVEN, res, lease, given, cid), False)
-            finally:  # a claimed caller is answered, interrupted or not
-                if fulfil is not None:
-                    if not self._noted(lease):
-                        self.notes.append((GIVEN, res, lease, given, cid))
-                    fulfil(given)  # settles only: user callbacks run elsewhere
+            except BaseException:  # finish the claim (claiming again is safe)
+                fulfil = self.claim(cid)
+                if fulfil is not None and self._hand_on(queue, res, lease, fulfil):
+                    self.wake()
+                raise
+            if fulfil is not None:
+                return self._hand_on(queue, res, lease, fulfil)
+            queue.popleft()  # it gave up: its withdrawal reaches the core
         if key in self.waiting:  # queued in the core: it serves them
             return self._post((HANDOVER, res, lease), True)
         try:
@@ -413,16 +412,43 @@ class Counter:
             if self._noted(lease) and res not in res.home:
                 res.home.append(res)
 
-    def _post(self, note: tuple[Any, ...], urgent: bool) -> bool:
-        """Append `note` and ring: whether this caller must wake the
-        supervisor. Interrupted past the append, it wakes it itself (perhaps
-        once too often: a spare `Notes` message is harmless)."""
+    def _hand_on(
+        self,
+        queue: deque[int],
+        res: Any,
+        lease: Lease[Any, Any],
+        fulfil: Callable[[Any], None],
+    ) -> bool:
+        """Hand `res` to the first caller in `queue`, whose reply this checkin
+        claimed: its number taken, its `GIVEN` note, then its answer -- the
+        caller's own later notes follow that one. Once claimed, the caller is
+        answered whatever interrupts this."""
+        given = self.lease(lease.key, res)
+        cid = queue.popleft()
         try:
-            self.notes.append(note)
+            return self._post((GIVEN, res, lease, given, cid), False)
+        finally:
+            note = (GIVEN, res, lease, given, cid)
+            if not self._noted(lease) and self._add(self.notes, note, False):
+                self.wake()
+            fulfil(given)  # settles only: a user's callback runs elsewhere
+
+    def _post(self, note: tuple[Any, ...], urgent: bool) -> bool:
+        """Append `note` and ring: whether this caller must wake the supervisor."""
+        return self._add(self.notes, note, urgent)
+
+    def _add(self, items: deque[Any], item: Any, urgent: bool) -> bool:
+        """Append `item` to `notes` or `hits` and ring the doorbell. An
+        interrupt past the append wakes the supervisor here if this call rang,
+        so nothing is stranded."""
+        before, was = len(items), self.noted
+        try:
+            items.append(item)
             return self._ring(urgent)
         except BaseException:
-            if self.notes and self.notes[-1] is note:
-                self._ring(urgent)
+            # Appended, and the doorbell rung by this call (now or before the
+            # interrupt): the wake is this caller's to send.
+            if len(items) > before and (self._ring(urgent) or was != self.noted):
                 self.wake()
             raise
 

@@ -17,6 +17,7 @@ __all__ = [
     "Close",
     "Effect",
     "Fail",
+    "Handed",
     "Log",
     "Ping",
     "Reply",
@@ -49,6 +50,14 @@ class Fail:
 
     cid: int
     error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Handed:
+    """A checkin handed a resource straight to caller ``cid`` (at the
+    counter): its reply is settled; forget it."""
+
+    cid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +139,7 @@ class Stopped:
 Effect = (
     Reply
     | Fail
+    | Handed
     | Start
     | Ping
     | Close

@@ -133,6 +133,11 @@ class PoolFuture(pykka.Future[T]):
             self._state = _CLAIMED
             return True
 
+    @property
+    def claimed(self) -> bool:
+        """Whether the future is claimed and not yet fulfilled."""
+        return self._state == _CLAIMED
+
     def fulfil(self, value: Any) -> None:
         """Settle a future this thread claimed with `value`.
 
@@ -286,16 +291,19 @@ class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
         return cid, future
 
     def claim(self, cid: int) -> Callable[[Any], None] | None:
-        """`Published.claim`: the `fulfil` of request `cid`'s future, claimed;
-        `None` if its caller gave up. Called in a caller's thread: a checkin
-        handing its resource on (`_fastpath`, rule 9). A claimed request is
-        answered by its claimer and forgotten here at once: the core, which
-        finds its number taken, sends it nothing."""
+        """`Counter.claim`: the `fulfil` of request `cid`'s future, claimed;
+        `None` if its caller gave up. Called in a caller's thread, under the
+        counter's lock: a checkin handing its resource on. Claiming again
+        before the fulfil (a checkin interrupted just after its claim) gives
+        the same `fulfil`. The request is forgotten here once the core has
+        read the checkin's note (`Handed`)."""
         entry = self.get(cid)
-        if entry is None or not entry[0].claim():
+        if entry is None:
+            return None
+        future = entry[0]
+        if not (future.claim() or future.claimed):
             return None  # it gave up: the core may still grant it (undelivered)
-        del self[cid]
-        return entry[0].fulfil
+        return future.fulfil
 
     def take_grants(self, *, every: bool = False) -> list[PoolFuture[Any]]:
         """Forget every request still waiting for a grant (or `every` one):

@@ -133,6 +133,7 @@ class PoolSupervisor(PoolActor):
         self._do: dict[type, Callable[[Any], None]] = {
             fx.Reply: self._reply,
             fx.Fail: self._reply,
+            fx.Handed: self._reply,
             fx.Start: lambda e: a.start(e.rid, e.key, e.attempt),
             fx.Ping: lambda e: a.tell(e.rid, im.Ping(e.seq)),
             fx.Close: lambda e: a.stop(e.rid),
@@ -258,10 +259,10 @@ class PoolSupervisor(PoolActor):
 
     # --- effects ----------------------------------------------------------------
 
-    def _reply(self, effect: fx.Reply | fx.Fail) -> None:
-        with self._lock:  # callers register and claim replies under it too
+    def _reply(self, effect: fx.Reply | fx.Fail | fx.Handed) -> None:
+        with self._lock:  # callers register and offer replies under it too
             future, acquire = self._replies.pop(effect.cid, (None, False))
-        if future is None:
+        if future is None or isinstance(effect, fx.Handed):
             return
         if isinstance(effect, fx.Fail):
             future.try_fail(effect.error)
