@@ -425,13 +425,7 @@ class PoolCore:
         if a checkin took the number first, its caller is served there (a
         `GIVEN` note follows) or gave up (its withdrawal follows)."""
         _, key, cid, since, timeout, context, queue = note
-        taken = cid not in queue  # (most are, under load: no exception then)
-        if not taken:
-            try:
-                queue.remove(cid)
-            except ValueError:  # a checkin took it just now
-                taken = True
-        if taken:
+        if cid not in queue:  # a checkin took it
             self.n["acquires"] += 1
             self.n["waits"] += 1
             caller = Caller(cid, key, True, since, _INF, timeout, context, queued=True)
@@ -445,7 +439,12 @@ class PoolCore:
         # Notes read before it may have freed room for callers queued before
         # it: they are served first, as between two messages.
         self._pump(now)
-        self.acquire(now, cid, key, timeout, context, hold=True, since=since)
+        # Queued, it keeps its place: FIFO per key, self-queued or not.
+        queued = self.acquire(
+            now, cid, key, timeout, context, hold=True, since=since, placed=True
+        )
+        if not queued and cid in queue:
+            queue.remove(cid)
 
     # --- for the parts --------------------------------------------------------
 

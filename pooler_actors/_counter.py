@@ -47,9 +47,11 @@ may own a counter and the simulation may drive one step by step.
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from typing import Any
 
 from pooler_actors.errors import PoolClosedError
@@ -88,6 +90,17 @@ wakes it (`POLLING`); a `Notes` message is on its way (`WOKEN`)."""
 #: The kinds of note callers leave (see `PoolCore.notes`).
 HIT, OUT, IN, BACK = "hit", "out", "in", "back"
 HANDOVER, BROKEN, GIVEN, ASK = "handover", "broken", "given", "ask"
+
+
+def _together(*calls: Callable[[], Any]) -> None:
+    """Make `calls` (built-in methods, bound with `partial`) one after the
+    other with no Python bytecode between them: an interrupt (a signal
+    handler's `KeyboardInterrupt`, an asynchronous exception) is raised only
+    between bytecodes, so it lands before all of them or after all of them,
+    never between two changes that go together (a resource off its idle list
+    and its note). The callers' `except` clauses still undo a partial step,
+    in case a call is not built-in (the simulation's instrumented ones)."""
+    deque(map(operator.call, calls), 0)
 
 
 def _nobody(_cid: int) -> None:
@@ -250,8 +263,7 @@ class Counter:
         lease = self.lease(key, res)
         note = (OUT, res, context, lease)
         try:
-            idle.pop()
-            self.notes.append(note)
+            _together(idle.pop, partial(self.notes.append, note))
         except BaseException:  # interrupted: as if it never came
             self._unnote(note)
             if res not in idle:
@@ -266,12 +278,13 @@ class Counter:
         lease = self.lease(key, res)
         note = (OUT, res, context, lease)
         try:
-            res.tokens.append(lease)
-            self.notes.append(note)
+            _together(
+                partial(res.tokens.append, lease.lid), partial(self.notes.append, note)
+            )
         except BaseException:  # interrupted: as if it never came
             self._unnote(note)
-            if lease in res.tokens:
-                res.tokens.remove(lease)
+            if lease.lid in res.tokens:
+                res.tokens.remove(lease.lid)
             raise
         return lease
 
@@ -302,8 +315,7 @@ class Counter:
             urgent = any(not r.retired for r in self.idle.get(key, ()))
             note = (ASK, key, cid, since, timeout, context, queue)
             try:
-                queue.append(cid)
-                self.notes.append(note)
+                _together(partial(queue.append, cid), partial(self.notes.append, note))
             except BaseException as error:  # interrupted: as if it never came
                 self._unnote(note)
                 if cid in queue:
@@ -368,8 +380,8 @@ class Counter:
         if self.exclusive:  # the holder had it in hand: now the core has
             self.notes.append((BROKEN if broken else HANDOVER, res, lease))
         else:
-            if lease in res.tokens:
-                res.tokens.remove(lease)
+            if lease.lid in res.tokens:
+                res.tokens.remove(lease.lid)
             self.notes.append((BROKEN if broken else IN, res, lease))
         return True
 
@@ -384,11 +396,16 @@ class Counter:
             note = (BROKEN if broken else IN, res, lease)
             # Someone waits on it: a holder place, a close, a reclaim.
             urgent = broken or res.retired or key in self.waiting or self.starved
+            also = (
+                [partial(res.tokens.remove, lease.lid)]
+                if lease.lid in res.tokens
+                else []
+            )
             try:
-                return self._post(note, urgent)
+                return self._add(self.notes, note, urgent, *also)
             finally:  # its token goes with its note (interrupted or not)
-                if self._noted(lease) and lease in res.tokens:
-                    res.tokens.remove(lease)
+                if self._noted(lease) and lease.lid in res.tokens:
+                    res.tokens.remove(lease.lid)
         if broken or res.retired:
             return self._post((BROKEN if broken else HANDOVER, res, lease), True)
         queue = self.queue.get(key)
@@ -407,7 +424,8 @@ class Counter:
         if key in self.waiting:  # queued in the core: it serves them
             return self._post((HANDOVER, res, lease), True)
         try:
-            return self._post((IN, res, lease), self.starved)
+            back = partial(res.home.append, res)
+            return self._add(self.notes, (IN, res, lease), self.starved, back)
         finally:  # idle again with its note (interrupted or not)
             if self._noted(lease) and res not in res.home:
                 res.home.append(res)
@@ -437,13 +455,15 @@ class Counter:
         """Append `note` and ring: whether this caller must wake the supervisor."""
         return self._add(self.notes, note, urgent)
 
-    def _add(self, items: deque[Any], item: Any, urgent: bool) -> bool:
-        """Append `item` to `notes` or `hits` and ring the doorbell. An
-        interrupt past the append wakes the supervisor here if this call rang,
-        so nothing is stranded."""
+    def _add(
+        self, items: deque[Any], item: Any, urgent: bool, *also: Callable[[], Any]
+    ) -> bool:
+        """Append `item` to `notes` or `hits` (and do `also` with it, at
+        once) and ring the doorbell. An interrupt past the append wakes the
+        supervisor here if this call rang, so nothing is stranded."""
         before, was = len(items), self.noted
         try:
-            items.append(item)
+            _together(partial(items.append, item), *also)
             return self._ring(urgent)
         except BaseException:
             # Appended, and the doorbell rung by this call (now or before the

@@ -52,7 +52,9 @@ class Resource:
     replaces: list[Resource] = field(default_factory=list)
     holders: int = 0
     retired: bool = False  # out of service for good (callers re-check it)
-    tokens: list[Any] = field(default_factory=list)  # shared: hit-path leases
+    #: Shared: ids of leases taken at the counter whose notes are not read
+    #: yet (ids, not leases: a dropped lease must be collectable).
+    tokens: list[int] = field(default_factory=list)
     #: The ids of its leases out, as known (ids, not leases: a lease nobody
     #: holds any more must be collectable, to be found lost).
     leases: set[int] = field(default_factory=set)

@@ -89,21 +89,25 @@ class Waiters(Part):
         hold: bool = False,
         gone: bool = False,
         since: float | None = None,
-    ) -> None:
+        placed: bool = False,
+    ) -> bool:
         """`Acquire` (`hold=False`) or `Checkout` (`hold=True`) of `key`.
 
         `gone` says the caller gave up before the request was read: it is
         counted, and gets no creation and no place in a queue. `since`: when
         the caller asked, if before `now` (its `timeout` counts from then).
+        `placed`: a checkout that queued itself at the counter, whose number
+        stands in the key's queue already: queued, it keeps that place (FIFO).
+        Returns whether the caller was queued.
         """
         n = self.n
         n["acquires"] += 1
         if not hold and not self.options.shared:
             self.effects.append(Fail(cid, _acquire_needs_lease(self.options)))
-            return
+            return False
         if self.core.closing is not None:
             self.effects.append(Fail(cid, PoolClosedError(self.core.name)))
-            return
+            return False
         entry = self.core.inventory.keys.get(key)
         # Callers queued for the key come first (FIFO per key): a checkin note
         # not read yet may have put a resource back in the idle list they wait
@@ -117,10 +121,10 @@ class Waiters(Part):
                 self.effects.append(
                     Reply(cid, self.core.placement.hand(now, res, key, hold))
                 )
-                return
+                return False
         if gone:
             n["timeouts"] += 1
-            return
+            return False
         if timeout is None:
             timeout = self.options.acquire_timeout
         # timeout=0 never waits for a slot, but a creation it starts or joins
@@ -135,7 +139,7 @@ class Waiters(Part):
                 self.add_caller(caller)
                 self.join(caller, res)
                 self.core.log("debug", "pool.acquire.joined", key, context)
-                return
+                return False
         room = (
             entry is None or self.core.placement.count(entry) < self.options.max_per_key
         )
@@ -148,14 +152,14 @@ class Waiters(Part):
             res = self.core.creations.create(now, key, context)
             self.join(caller, res)
             self.core.pump(now)
-            return
+            return False
         if timeout == 0:
             n["timeouts"] += 1
             self.core.log(
                 "warning", "pool.acquire.timeout", key, context, timeout=0, wait_s=0.0
             )
             self.effects.append(Fail(cid, AcquireTimeout(key, 0)))
-            return
+            return False
         limit = self.options.max_waiting
         if limit is not None and self.queued >= limit:
             n["rejected"] += 1
@@ -163,16 +167,17 @@ class Waiters(Part):
                 "warning", "pool.acquire.rejected", key, context, max_waiting=limit
             )
             self.effects.append(Fail(cid, TooManyWaiters(key, limit)))
-            return
+            return False
         n["waits"] += 1
         caller.queued = True
         self.add_caller(caller)
-        self.enqueue(self.core.inventory.entry(key), caller, slot=room)
+        self.enqueue(self.core.inventory.entry(key), caller, slot=room, placed=placed)
         if self.core.debug:
             self.core.log(
                 "debug", "pool.acquire.queued", key, context, waiting=self.queued
             )
         self.core.pump(now)
+        return True
 
     def give_up(self, now: float, cid: int) -> None:
         """The caller gave up (its own timeout, an interrupt, a cancel)."""
@@ -250,13 +255,16 @@ class Waiters(Part):
         caller.joined = res
         res.joiners.append(caller)
 
-    def enqueue(self, entry: KeyEntry, caller: Caller, *, slot: bool) -> None:
+    def enqueue(
+        self, entry: KeyEntry, caller: Caller, *, slot: bool, placed: bool = False
+    ) -> None:
         caller.waiting = True
         self.queued += 1
         entry.waiters[caller.cid] = caller
         if self.exclusive and caller.hold:
             caller.handoff = True
-            entry.queue.append(caller.cid)
+            if not (placed and caller.cid in entry.queue):  # (placed: kept)
+                entry.queue.append(caller.cid)
         self.core.published.mark_waiting(entry.key, True)
         if slot:
             caller.in_slots = True

@@ -77,9 +77,11 @@ class Lease(Generic[K, T]):
         # Runs in whatever thread drops the last reference, perhaps inside
         # the pool's own locked code: `on_lost` only puts a message in the
         # supervisor's mailbox (a reentrant queue), taking no lock.
-        if self._out and self.on_lost is not None:
+        # (getattr: an interrupt may have cut `__init__` short.)
+        on_lost = getattr(self, "on_lost", None)
+        if on_lost is not None and getattr(self, "_out", False):
             with contextlib.suppress(BaseException):  # at exit: nobody to tell
-                self.on_lost(self)  # resurrects it until the supervisor is done
+                on_lost(self)  # resurrects it until the supervisor is done
 
     @property
     def handle(self) -> object:

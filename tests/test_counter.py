@@ -4,13 +4,16 @@ through the public API, each failing on the code before the counter."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
+import signal
 import threading
 import time
 from typing import Any
 
 import pytest
 from conftest import wait_for
+from structlog.testing import capture_logs
 
 from pooler_actors import AcquireTimeout, AsyncPool, Pool
 from pooler_actors.messages import Checkout, check_timeout
@@ -137,3 +140,63 @@ def test_a_lease_block_is_good_for_one_with_statement() -> None:
         with pytest.raises(RuntimeError, match="entered already"), block:
             pass
         assert pool.stats().holders == 0
+
+
+def test_a_dropped_lease_comes_back_when_it_is_collected() -> None:
+    """Finding 7: a lease never checked in was never noticed -- holders=1
+    for ever, the key dead, nothing logged. Collected, it comes back (an
+    exclusive one retires, as a broken checkin would) and
+    `pool.lease.lost` names the key and the lease."""
+    with (
+        capture_logs() as logs,
+        Pool(lambda key: _Conn(), max_open_resources=1, max_holders=1) as pool,
+    ):
+        lease = pool.checkout("k", timeout=5)
+        lid = lease.lid
+        del lease
+        gc.collect()
+        wait_for(lambda: pool.stats().holders == 0)
+        lost = [e for e in logs if e["event"] == "pool.lease.lost"]
+        assert [(e["key"], e["lease"]) for e in lost] == [("k", lid)]
+        with pool.lease("k", timeout=5):  # the key serves again
+            pass
+
+
+@pytest.mark.parametrize("max_holders", [1, None])
+def test_interrupts_at_random_points_lose_nothing(max_holders: int | None) -> None:
+    """Finding 1: `with pool.lease("k")` in a loop while SIGINT-like
+    interrupts land every few milliseconds: afterwards a checkout of the key
+    timed out for ever (exclusive), or phantom holders stayed (shared). Now
+    every holder comes back (at once, or when its dropped lease is
+    collected) and the key serves again."""
+
+    armed = [False]  # the interrupt lands only inside the block's `try`
+
+    def interrupt(signum: int, frame: Any) -> None:
+        if armed[0]:
+            armed[0] = False  # one per try: none lands in the `except`
+            raise KeyboardInterrupt
+
+    with Pool(
+        lambda key: _Conn(), max_open_resources=2, max_holders=max_holders
+    ) as pool:
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        interrupted = 0
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.001, 0.0007)
+            for _ in range(3000):
+                try:
+                    armed[0] = True
+                    with pool.lease("k", timeout=5):
+                        pass
+                    armed[0] = False
+                except KeyboardInterrupt:
+                    interrupted += 1
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert interrupted > 0  # the interrupts did land
+        gc.collect()
+        wait_for(lambda: pool.stats().holders == 0, timeout=10)
+        lease = pool.checkout("k", timeout=2)
+        assert pool.checkin(lease)
