@@ -289,7 +289,7 @@ class PoolCore:
         self.waiters.fail_all(now, PoolClosedError(self.name))
         self.ops.cancel_refills(None)
         for res in list(self.resources.values()):
-            if res.phase is Phase.CREATING and not res.backoff:
+            if res.phase is Phase.CREATING:
                 # Its factory may never return: give it close_timeout.
                 self.timers.cancel(res.timers.get("create"))
                 self.inventory.timer(res, "create", now + self.options.close_timeout)

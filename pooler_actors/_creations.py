@@ -4,12 +4,12 @@ Part of the pure core (see [_core][pooler_actors._core]). A creation takes
 a slot at once (`create`; under a fleet-wide cap it first reserves a fleet
 slot, see [_fleet][pooler_actors._fleet]), joins the callers already waiting
 for its key (single flight), and starts its factory (`Start`, with a
-`create` timer). A failed try waits `create_backoff` (jittered, doubling) on
-a `retry` timer and tries again while `create_retries`, its callers' deadlines
-and its slot allow; a factory that never returns is written off
-(`Abandon`). Once open, it answers its joiners, swaps a refresh's standby in,
-and is published. Its own state is `rand`, the jitter source the shell
-passes in.
+`create` timer). A failed try waits `create_backoff` (jittered, doubling)
+in `BACKOFF`, on a `retry` timer, and tries again while `create_retries`,
+its callers' deadlines and its slot allow; a factory that never returns is
+written off (`Abandon`). Once open, it answers its joiners, swaps a
+refresh's standby in, and is published. Its own state is `rand`, the jitter
+source the shell passes in.
 """
 
 from __future__ import annotations
@@ -128,18 +128,13 @@ class Creations(Part):
     def failed(self, now: float, rid: int, attempt: int, error: BaseException) -> None:
         """The factory of `rid` (try `attempt`) raised or returned a non-`Reusable`."""
         res = self.core.inventory.resources.get(rid)
-        if (
-            res is None
-            or res.phase is not Phase.CREATING
-            or res.backoff
-            or res.attempts != attempt
-        ):
+        if res is None or res.phase is not Phase.CREATING or res.attempts != attempt:
             return
         self.timers.cancel(res.timers.pop("create", None))
         delay = self.retry_delay(now, res)
         if delay is not None:
             res.attempts += 1
-            res.backoff = True
+            self.core.inventory.move(now, res, "backoff")
             self.n["create_retries"] += 1
             self.core.log(
                 "warning",
@@ -214,9 +209,9 @@ class Creations(Part):
 
     def on_retry(self, now: float, rid: int) -> None:
         res = self.core.inventory.timer_fired(rid, "retry")
-        if res is None or res.phase is not Phase.CREATING:
+        if res is None or res.phase is not Phase.BACKOFF:
             return
-        res.backoff = False
+        self.core.inventory.move(now, res, "retry")
         if self.core.closing is not None or not (res.mapped or res.joiners or res.ops):
             self.core.inventory.unmap(res)
             self.core.inventory.move(now, res, "failed")  # nobody wants it any more

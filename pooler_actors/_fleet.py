@@ -81,10 +81,10 @@ class Fleet(Part):
             return
         res.global_held = False
         res.slot_lost = True
-        if res.phase in (Phase.CREATING, Phase.OPEN):
+        if res.phase in (Phase.CREATING, Phase.BACKOFF, Phase.OPEN):
             self.n["global_lost"] += 1
             self.core.log("warning", "pool.global.lost", res.key)
-            if res.backoff:  # between two factory tries: the next needs a slot
+            if res.phase is Phase.BACKOFF:  # the next factory try needs a slot
                 error = RuntimeError("its fleet-wide slot was lost")
                 self.core.creations.fail_creation(
                     now, res, error, "pool: factory error"

@@ -64,7 +64,6 @@ class Resource:
     reason: str = ""  # why it was retired
     ping_seq: int = 0  # the sweep whose ping is outstanding, 0 if none
     attempts: int = 0  # factory retries so far
-    backoff: bool = False  # waiting to retry the factory: no actor runs
     global_held: bool = False
     slot_lost: bool = False  # its fleet-wide slot was lost: no factory try again
     timers: dict[str, int] = field(default_factory=dict)
@@ -152,7 +151,7 @@ class Inventory(Part):
         if res.phase is Phase.RESERVING and not res.joiners:
             self.effects.append(CancelSlot(res.rid))
             self.move(now, res, "cancelled")
-        elif res.phase is Phase.CREATING and res.backoff and not res.joiners:
+        elif res.phase is Phase.BACKOFF and not res.joiners:
             self.move(now, res, "failed")
         elif res.phase is Phase.OPEN:
             for kind in ("lifetime", "idle"):
@@ -242,7 +241,7 @@ class Inventory(Part):
         """The actor of `rid` (try `attempt`) ended, its resource closed if it
         had one (`error` if `close()` raised); unasked, it is a lost resource."""
         res = self.resources.get(rid)
-        if res is None or res.attempts != attempt or res.backoff:
+        if res is None or res.attempts != attempt or res.phase is Phase.BACKOFF:
             return  # a failed try's actor ending, or a resource long gone
         if error is not None:
             self.n["close_errors"] += 1
@@ -334,7 +333,7 @@ class Inventory(Part):
             open_resources=self.used,
             wait_count=w.queued,
             wait_duration=w.wait_duration,
-            creating=phases[Phase.CREATING],
+            creating=phases[Phase.CREATING] + phases[Phase.BACKOFF],
             open=phases[Phase.OPEN],
             retiring=phases[Phase.RETIRING],
             closing=phases[Phase.CLOSING],

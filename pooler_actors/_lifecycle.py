@@ -10,9 +10,12 @@ bug instead of a silently corrupted pool.
     CREATING --failed--> GONE              RETIRING --close--> CLOSING
     CREATING --timed_out--> ABANDONED      CLOSING --closed--> GONE
     ABANDONED --closed--> GONE             CLOSING --timed_out--> ABANDONED
+    CREATING --backoff--> BACKOFF --retry--> CREATING
+    BACKOFF --failed--> GONE
     CREATING, OPEN, RETIRING --closed--> GONE  (the actor stopped unasked)
 
-A resource counts toward the cap from RESERVING to CLOSING. ABANDONED (its
+A resource counts toward the cap from RESERVING to CLOSING (BACKOFF, between
+two tries of its factory, included). ABANDONED (its
 actor is stuck in user code) frees the local slot but keeps a global one, if
 it holds one, until the actor really ends. GONE is the one exit.
 """
@@ -28,7 +31,8 @@ class Phase(Enum):
     """Where a resource is in its life."""
 
     RESERVING = "reserving"  # waiting for a fleet-wide slot before the factory runs
-    CREATING = "creating"  # the factory runs (or waits for a retry)
+    CREATING = "creating"  # the factory runs
+    BACKOFF = "backoff"  # a factory try failed; the next waits its delay
     OPEN = "open"  # ready; handed out while it is in the key map
     RETIRING = "retiring"  # out of the key map, waiting for its holders
     CLOSING = "closing"  # close() asked for, not finished
@@ -38,7 +42,14 @@ class Phase(Enum):
 
 #: The phases that take a slot under ``max_open_resources``.
 COUNTED = frozenset(
-    {Phase.RESERVING, Phase.CREATING, Phase.OPEN, Phase.RETIRING, Phase.CLOSING}
+    {
+        Phase.RESERVING,
+        Phase.CREATING,
+        Phase.BACKOFF,
+        Phase.OPEN,
+        Phase.RETIRING,
+        Phase.CLOSING,
+    }
 )
 
 TRANSITIONS: dict[tuple[Phase, str], Phase] = {
@@ -48,6 +59,9 @@ TRANSITIONS: dict[tuple[Phase, str], Phase] = {
     (Phase.CREATING, "failed"): Phase.GONE,
     (Phase.CREATING, "timed_out"): Phase.ABANDONED,
     (Phase.CREATING, "closed"): Phase.GONE,  # its actor stopped unasked
+    (Phase.CREATING, "backoff"): Phase.BACKOFF,  # a try failed; one more to go
+    (Phase.BACKOFF, "retry"): Phase.CREATING,
+    (Phase.BACKOFF, "failed"): Phase.GONE,  # nobody wants it, or no slot any more
     (Phase.OPEN, "drain"): Phase.RETIRING,
     (Phase.OPEN, "close"): Phase.CLOSING,
     (Phase.OPEN, "closed"): Phase.GONE,  # its actor stopped unasked

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Placement"]
 
+_IN_CREATION = (Phase.RESERVING, Phase.CREATING, Phase.BACKOFF)
+
 
 class Placement(Part):
     """Placement of requests and reclaim of idle resources; see the module
@@ -69,9 +71,7 @@ class Placement(Part):
     def joinable(self, entry: KeyEntry, hold: bool) -> Resource | None:
         """A creation of `entry` in flight that has a place for one more."""
         for res in entry.resources:
-            if res.phase in (Phase.RESERVING, Phase.CREATING) and self.has_room(
-                res, hold
-            ):
+            if res.phase in _IN_CREATION and self.has_room(res, hold):
                 return res
         return None
 

@@ -109,7 +109,8 @@ INF = math.inf
 T0 = 1000.0  # the fake clock's start (traces show time since)
 TRACE_LEN = 40
 FINISH_STEPS = 20_000  # bound on the steps from close() to Stopped
-_LIVE = (Phase.RESERVING, Phase.CREATING, Phase.OPEN)  # may be in the key map
+# May be in the key map.
+_LIVE = (Phase.RESERVING, Phase.CREATING, Phase.BACKOFF, Phase.OPEN)
 _GRANTS = ("acquire", "checkout")
 _CHECKINS = (IN, HANDOVER, BROKEN)
 _IN_SERVICE = (Phase.OPEN, Phase.RETIRING)
@@ -2370,9 +2371,7 @@ class Sim:
         for res in core.resources.values():
             if res.phase is Phase.GONE:
                 raise Violation(f"resource {res.rid} kept after its end")
-            waiting = res.phase is Phase.RESERVING or (
-                res.phase is Phase.CREATING and res.backoff
-            )
+            waiting = res.phase in (Phase.RESERVING, Phase.BACKOFF)
             actor = self.shell_actors.get(res.rid)
             if not waiting and (actor is None or actor.attempt != res.attempts):
                 # ABANDONED included: it is forgotten when its actor ends.
@@ -2490,7 +2489,7 @@ class Sim:
             if res is not None:
                 if core.resources.get(res.rid) is not res or caller not in res.joiners:
                     raise Violation(f"caller {cid} joined {res.rid}, unlisted there")
-                if res.phase not in (Phase.RESERVING, Phase.CREATING):
+                if res.phase not in (Phase.RESERVING, Phase.CREATING, Phase.BACKOFF):
                     raise Violation(f"caller {cid} joined {res.rid} ({res.phase})")
             elif not (caller.waiting or caller.taken):
                 raise Violation(f"caller {cid} neither waits nor joined")
