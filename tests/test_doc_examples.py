@@ -1,5 +1,7 @@
 """Every Python block of README.md and docs/ runs as written, or says it is a
 fragment; the runnable ones are type-checked with `mypy --strict`.
+A block that goes on with the program above it follows the HTML comment
+`<!-- continues the block above -->`.
 
 The marker is the fence's language (see docs/contributing.md): a block fenced
 as ``python`` is a whole program; a fragment that cannot run on its own (it
@@ -27,6 +29,8 @@ from test_docs_snippets import PAGES as GUIDE_PAGES
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.DOTALL | re.MULTILINE)
+# Put just before a block that goes on with the program of the block above.
+_CONTINUES = "<!-- continues the block above -->"
 _LANGUAGES = {"python", "py", "sh", "console", "text", "json", "mermaid", "toml"}
 
 
@@ -36,15 +40,19 @@ def pages() -> list[Path]:
 
 def programs() -> list[tuple[str, str]]:
     """Each page's runnable programs: README's blocks joined, one per block
-    elsewhere."""
+    elsewhere (a block after `_CONTINUES` joined to the one before)."""
     found = []
     for path in pages():
         name = path.relative_to(ROOT).as_posix()
-        codes = [
-            m.group(2)
-            for m in _FENCE.finditer(path.read_text())
-            if m.group(1) == "python"
-        ]
+        text = path.read_text()
+        codes: list[str] = []
+        for m in _FENCE.finditer(text):
+            if m.group(1) != "python":
+                continue
+            if codes and text[: m.start()].rstrip().endswith(_CONTINUES):
+                codes[-1] += "\n\n" + m.group(2)  # one program in two blocks
+            else:
+                codes.append(m.group(2))
         if name == "README.md":
             found.append((name, "\n\n".join(codes)))
         else:
@@ -81,6 +89,8 @@ def test_there_are_runnable_blocks_outside_the_guides() -> None:
     ("where", "code"), NOT_RUN_ELSEWHERE, ids=[w for w, _ in NOT_RUN_ELSEWHERE]
 )
 def test_block_runs(where: str, code: str, tmp_path: Path) -> None:
+    # Any free port for a metrics endpoint (other runs may hold 9100).
+    code = code.replace("start_http_server(9100)", "start_http_server(0)")
     done = run_python("-c", code, cwd=tmp_path, timeout=90)
     assert done.returncode == 0, f"{where}\n{done.stdout}\n{done.stderr}"
 
