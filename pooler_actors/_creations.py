@@ -22,7 +22,7 @@ from pooler_actors._effects import Close, Start
 from pooler_actors._inventory import Resource
 from pooler_actors._lifecycle import Phase
 from pooler_actors._part import Part
-from pooler_actors.errors import FactoryError
+from pooler_actors.errors import FactoryError, NotPoolable, short_repr
 
 if TYPE_CHECKING:
     from pooler_actors._core import PoolCore
@@ -131,7 +131,7 @@ class Creations(Part):
         if res is None or res.phase is not Phase.CREATING or res.attempts != attempt:
             return
         self.timers.cancel(res.timers.pop("create", None))
-        delay = self.retry_delay(now, res)
+        delay = self.retry_delay(now, res) if _transient(error) else None
         if delay is not None:
             res.attempts += 1
             self.core.inventory.move(now, res, "backoff")
@@ -143,11 +143,11 @@ class Creations(Part):
                 res.context,
                 attempt=res.attempts,
                 delay_s=delay,
-                error=repr(error),
+                error=short_repr(error),
             )
             self.core.inventory.timer(res, "retry", now + delay)
             return
-        self.fail_creation(now, res, error, "pool: factory error")
+        self.fail_creation(now, res, error)
         self.core.pump(now)
 
     def retry_delay(self, now: float, res: Resource) -> float | None:
@@ -171,18 +171,23 @@ class Creations(Part):
         now: float,
         res: Resource,
         error: BaseException,
-        message: str,
+        message: str = "factory failed",
         *,
         hung: dict[str, Any] | None = None,
     ) -> None:
         """The creation of `res` failed for good: its callers get `FactoryError`."""
         self.n["factory_errors"] += 1
         self.core.log(
-            "warning", "pool.factory.failed", res.key, res.context, error=repr(error)
+            "warning",
+            "pool.factory.failed",
+            res.key,
+            res.context,
+            error=short_repr(error),
         )
         for caller in self.core.waiters.take_joiners(res):
-            failure = FactoryError(caller.key, message)
-            failure.__cause__ = error
+            failure = FactoryError(
+                caller.key, message, pool=self.options.name, cause=error
+            )
             self.core.waiters.answer_error(now, caller, failure)
         self.core.inventory.unmap(res)
         if hung is not None:
@@ -205,7 +210,7 @@ class Creations(Part):
             limit = {"create_timeout": self.options.create_timeout}
         (seconds,) = limit.values()
         error = TimeoutError(f"factory did not return within {seconds} s")
-        self.fail_creation(now, res, error, "pool: factory timed out", hung=limit)
+        self.fail_creation(now, res, error, "factory timed out", hung=limit)
 
     def on_retry(self, now: float, rid: int) -> None:
         res = self.core.inventory.timer_fired(rid, "retry")
@@ -217,3 +222,10 @@ class Creations(Part):
             self.core.inventory.move(now, res, "failed")  # nobody wants it any more
             return
         self.start(now, res)
+
+
+def _transient(error: BaseException) -> bool:
+    """Whether a factory's error may pass if tried again: any `Exception`
+    but the pool's own `NotPoolable`; never a `KeyboardInterrupt`,
+    `SystemExit` or other `BaseException`."""
+    return isinstance(error, Exception) and not isinstance(error, NotPoolable)

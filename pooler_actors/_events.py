@@ -50,6 +50,8 @@ import structlog
 from structlog._config import _CONFIG as _LIVE_CONFIG
 from structlog._config import BoundLoggerLazyProxy
 
+from pooler_actors.errors import REPR_LIMIT, short_repr
+
 __all__ = ["STDLIB_LOGGER_NAME", "Events"]
 
 STDLIB_LOGGER_NAME = "pooler_actors"
@@ -64,6 +66,9 @@ if not any(isinstance(h, logging.NullHandler) for h in _STDLIB.handlers):
 _StdlibLogger = logging.Logger | logging.LoggerAdapter[Any]
 
 _NO_KEY: Any = object()
+# A printable str key this long or shorter has a repr within REPR_LIMIT (at
+# most 2 characters per character, a backslash, plus the quotes).
+_SHORT_STR = (REPR_LIMIT - 2) // 2
 _DEBUG = logging.DEBUG
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -294,7 +299,7 @@ class Events:
         """The event's fields: the pool's own first, then the caller's context."""
         out: dict[str, Any] = {"pool": self.pool}
         if key is not _NO_KEY:
-            out["key"] = key
+            out["key"] = _short_key(key)
         for name, value in fields.items():
             # The pool's floats are durations in seconds: microseconds suffice.
             out[name] = round(value, 6) if type(value) is float else value
@@ -303,6 +308,20 @@ class Events:
                 if name not in out and name not in _NOT_CARRIED:
                     out[name] = value
         return out
+
+
+def _short_key(key: Hashable) -> Any:
+    """`key` itself, or its repr cut to `REPR_LIMIT` characters if longer."""
+    if type(key) is int or (
+        type(key) is str and len(key) <= _SHORT_STR and key.isprintable()
+    ):
+        return key  # the common keys: short enough without a repr
+    try:
+        if len(repr(key)) <= REPR_LIMIT:
+            return key
+    except Exception:
+        pass
+    return short_repr(key)
 
 
 def _extra(event: str, fields: dict[str, Any]) -> dict[str, Any]:

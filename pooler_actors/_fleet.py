@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pooler_actors._effects import CancelSlot, ReserveSlot, ReturnSlot
 from pooler_actors._lifecycle import Phase
 from pooler_actors._part import Part
-from pooler_actors.errors import AcquireTimeout
+from pooler_actors.errors import AcquireTimeout, CapacityUnavailable
 
 if TYPE_CHECKING:
     from pooler_actors._inventory import Resource
@@ -66,10 +66,18 @@ class Fleet(Part):
         if res is None or res.phase is not Phase.RESERVING:
             return
         self.core.log("warning", "pool.global.unavailable", res.key, error=repr(error))
+        # A refusal that is a configuration error (the fleet's stored limit
+        # differs from this process's): the caller gets that ValueError itself.
+        cause = error.__cause__ if isinstance(error, CapacityUnavailable) else error
+        refused = cause if isinstance(cause, ValueError) else None
         for caller in self.core.waiters.take_joiners(res):
-            timeout = AcquireTimeout(caller.key, caller.timeout)
-            timeout.__cause__ = error
-            self.core.waiters.answer_error(now, caller, timeout)
+            failure: BaseException
+            if refused is not None:
+                failure = ValueError(*refused.args)
+            else:
+                failure = AcquireTimeout(caller.key, caller.timeout)
+            failure.__cause__ = error
+            self.core.waiters.answer_error(now, caller, failure)
         self.core.inventory.unmap(res)
         self.core.inventory.move(now, res, "cancelled")
         self.core.pump(now)
@@ -86,9 +94,7 @@ class Fleet(Part):
             self.core.log("warning", "pool.global.lost", res.key)
             if res.phase is Phase.BACKOFF:  # the next factory try needs a slot
                 error = RuntimeError("its fleet-wide slot was lost")
-                self.core.creations.fail_creation(
-                    now, res, error, "pool: factory error"
-                )
+                self.core.creations.fail_creation(now, res, error)
             else:
                 self.core.inventory.retire(now, res, "global_lease_lost")
         self.core.pump(now)

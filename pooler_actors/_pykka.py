@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Envelope",
     "OptExcInfo",
+    "actor_of",
     "is_stop",
     "log_returned_exception",
     "register_before",
@@ -42,6 +43,14 @@ def is_stop(message: object) -> bool:
 def stop_message() -> Any:
     """A stop request, as `ActorRef.stop()` sends it."""
     return _ActorStop()
+
+
+def actor_of(ref: pykka.ActorRef[Any]) -> pykka.Actor | None:
+    """The actor behind `ref`, while it lives (pykka keeps a weak reference)."""
+    # pykka's ActorRef has no public accessor for its actor: the resource
+    # actors read their supervisor's options through it (see resource.py).
+    weak = getattr(ref, "_actor_weakref", None)
+    return None if weak is None else weak()
 
 
 def set_ref(actor: pykka.Actor, ref: pykka.ActorRef[Any]) -> None:

@@ -39,9 +39,16 @@ class PoolOptions:
             forever. Default 30.
         create_retries: how many more times a failing factory is tried for
             the same creation, with exponential backoff and jitter, never past
-            the deadline of the callers waiting for it. Default 0.
+            the deadline of the callers waiting for it; as psycopg_pool
+            reconnects, a transient failure (a server slot a just-closed
+            connection still holds for a few ms, a restart) reaches no
+            caller. `0` turns retries off. Only an `Exception` is retried:
+            never a `BaseException` such as `KeyboardInterrupt`, nor a factory
+            that returned something the pool cannot use (`NotPoolable`).
+            Default 3.
         create_backoff: seconds before the first retry; each later retry
-            waits twice as long (jittered 50-150 %). Default 0.1.
+            waits twice as long (jittered 50-150 %): by default about 0.1,
+            0.2 and 0.4 s, 0.7 s in all. Default 0.1.
         acquire_timeout: the timeout of an acquire or checkout that passes
             none; `None` (default) waits forever.
         max_waiting: how many callers may wait at once; the next one gets
@@ -66,6 +73,15 @@ class PoolOptions:
         global_capacity: a fleet-wide capacity (such as
             `pooler_actors.redis.RedisCapacity`) to take a slot from before
             each creation. Default `None`.
+        ping: called with a resource to check it (raise when it is
+            unhealthy), instead of the resource's own `ping()`. Default
+            `None`: `resource.ping()`.
+        close: called with a resource to close it, instead of the resource's
+            own `close()`. Default `None`: `resource.close()`. With `ping`
+            and `close` both given, any object can be pooled as it is (a
+            psycopg `Connection`, a `redis.Redis`). Both run in the
+            resource's actor, never in the supervisor's thread; in an
+            `AsyncPool` either may be `async def`.
         name: the pool's name in logs, stats and `repr`; `pool-N` by default.
     """
 
@@ -74,7 +90,7 @@ class PoolOptions:
     ping_timeout: float = 5.0
     close_timeout: float = 5.0
     create_timeout: float | None = 30.0
-    create_retries: int = 0
+    create_retries: int = 3
     create_backoff: float = 0.1
     acquire_timeout: float | None = None
     max_waiting: int | None = None
@@ -86,6 +102,8 @@ class PoolOptions:
     is_broken: Callable[[BaseException], bool] | None = None
     reclaim_idle: bool = True
     global_capacity: Any = None
+    ping: Callable[[Any], object] | None = None
+    close: Callable[[Any], object] | None = None
     name: str = field(default_factory=_default_name)
 
     def __post_init__(self) -> None:
@@ -116,6 +134,13 @@ class PoolOptions:
             raise TypeError(
                 f"is_broken must be callable or None, got {self.is_broken!r}"
             )
+        for name in ("ping", "close"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise TypeError(
+                    f"{name} must be a callable taking the resource, or None, "
+                    f"got {value!r}"
+                )
         if not isinstance(self.reclaim_idle, bool):
             raise TypeError(f"reclaim_idle must be a bool, got {self.reclaim_idle!r}")
         cap = self.global_capacity

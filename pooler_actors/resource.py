@@ -22,6 +22,9 @@ from pooler_actors import _pykka
 from pooler_actors._executor import Executor, ExecutorActor
 from pooler_actors._loop import EventLoop, LoopFactory, is_async_callable, settle
 from pooler_actors._messages import Closed, Failed, Ping, PingResult, Ready
+from pooler_actors.errors import NotPoolable
+from pooler_actors.errors import short_repr as _short
+from pooler_actors.options import PoolOptions
 from pooler_actors.protocols import Reusable
 
 __all__ = [
@@ -35,15 +38,59 @@ __all__ = [
 
 
 def takes_key(factory: Callable[..., Any]) -> bool:
-    """Whether `factory` has a required positional parameter (gets the key)."""
+    """Whether the pool calls `factory(key)` rather than `factory()`.
+
+    The key is passed whenever `factory` can be called with one positional
+    argument: a required one, or one with a default (`def __init__(self,
+    tenant="default")`, `psycopg.connect(conninfo="")`), or `*args`. A
+    factory that takes no argument is called without the key. A callable whose
+    signature cannot be read (some builtins) is called without the key, as
+    before.
+
+    Raises:
+        TypeError: `factory` can be called with neither one nor zero
+            positional arguments (two required parameters, say, or a
+            required keyword-only one); the message names it.
+    """
     try:
-        parameters = inspect.signature(factory).parameters.values()
+        signature = inspect.signature(factory)
     except (TypeError, ValueError):
         return False
-    return any(
-        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-        for p in parameters
+    positional = 0
+    required = 0
+    star = False
+    required_keywords = []
+    for p in signature.parameters.values():
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            positional += 1
+            required += p.default is p.empty
+        elif p.kind is p.VAR_POSITIONAL:
+            star = True
+        elif p.kind is p.KEYWORD_ONLY and p.default is p.empty:
+            required_keywords.append(p.name)
+    if not required_keywords:
+        if required <= 1 and (positional >= 1 or star):
+            return True
+        if required == 0:
+            return False
+    raise TypeError(
+        f"factory {_callable_name(factory)}{signature} cannot be called with one "
+        "positional argument (the key) nor with none: the pool calls "
+        "factory(key) or factory()"
     )
+
+
+def _callable_name(obj: object) -> str:
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    return name if isinstance(name, str) else repr(obj)
+
+
+def _check_hook(name: str, hook: object, loop: EventLoop | None) -> None:
+    if hook is not None and loop is None and is_async_callable(hook):
+        raise TypeError(
+            f"{name}={hook!r} is async def: its coroutines need an event loop, "
+            "so use AsyncPool (Pool takes a sync ping and close)"
+        )
 
 
 class BaseResourceActor(pykka.Actor):
@@ -70,8 +117,12 @@ class BaseResourceActor(pykka.Actor):
         pool_name: str = "pool",
         executor: Executor | None = None,
         loop: EventLoop | None = None,
+        ping: Callable[[Any], object] | None = None,
+        close: Callable[[Any], object] | None = None,
     ) -> None:
         super().__init__(executor=executor)
+        self._ping = ping
+        self._close_hook = close
         self.rid = rid
         self.attempt = attempt
         self.key = key
@@ -115,18 +166,7 @@ class BaseResourceActor(pykka.Actor):
         try:
             made = self._factory(self.key) if self._pass_key else self._factory()
             resource = self._settle(made, "the factory")
-            if not isinstance(resource, Reusable) or isinstance(resource, type):
-                raise TypeError(
-                    f"factory returned {resource!r}, which is not a Reusable "
-                    "instance (it needs close() and ping())"
-                )
-            if self._loop is None and (
-                is_async_callable(resource.ping) or is_async_callable(resource.close)
-            ):
-                raise TypeError(
-                    f"factory returned {resource!r}, whose ping() or close() is "
-                    "async def: asyncio-native resources need an AsyncPool"
-                )
+            self._check(resource)
         except BaseException as error:
             self._report(Failed(self.rid, self.attempt, error))
             self.stop()
@@ -134,12 +174,48 @@ class BaseResourceActor(pykka.Actor):
         self._resource = resource
         self._report(Ready(self.rid, self.attempt, resource))
 
+    def _check(self, resource: Any) -> None:
+        """Raise `TypeError` if the pool cannot ping and close `resource`."""
+        if self._ping is not None and self._close_hook is not None:
+            return  # any object: the pool's ping= and close= handle it
+        if (
+            self._ping is None
+            and self._close_hook is None
+            and (not isinstance(resource, Reusable) or isinstance(resource, type))
+        ):
+            raise NotPoolable(
+                f"factory returned {_short(resource)}, which is not a Reusable "
+                "instance (it needs close() and ping(); or give the pool "
+                "ping= and close= callables that take it)"
+            )
+        methods = [
+            m
+            for m, hook in (("ping", self._ping), ("close", self._close_hook))
+            if hook is None
+        ]
+        for m in methods:
+            if isinstance(resource, type) or not callable(getattr(resource, m, None)):
+                raise NotPoolable(
+                    f"factory returned {_short(resource)}, which has no {m}() "
+                    f"method: give the pool a {m}= callable that takes it"
+                )
+        if self._loop is None and any(
+            is_async_callable(getattr(resource, m)) for m in methods
+        ):
+            raise NotPoolable(
+                f"factory returned {_short(resource)}, whose ping() or close() is "
+                "async def: asyncio-native resources need an AsyncPool"
+            )
+
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Ping):
             error: BaseException | None = None
             try:
-                if self._resource is not None:
-                    self._settle(self._resource.ping(), "ping()")
+                resource = self._resource
+                if resource is not None:
+                    ping = self._ping
+                    made = resource.ping() if ping is None else ping(resource)
+                    self._settle(made, "ping()")
             except BaseException as exc:
                 error = exc
             self._report(PingResult(self.rid, message.seq, error))
@@ -160,7 +236,9 @@ class BaseResourceActor(pykka.Actor):
         error: BaseException | None = None
         if resource is not None:
             try:
-                self._settle(resource.close(), "close()")
+                hook = self._close_hook
+                made = resource.close() if hook is None else hook(resource)
+                self._settle(made, "close()")
             except BaseException as exc:
                 error = exc
         self.finished.set()
@@ -211,6 +289,7 @@ class ResourceActors:
         *,
         pool_name: str,
         actor_type: type[BaseResourceActor],
+        options: PoolOptions | None = None,
     ) -> None:
         self._supervisor = supervisor
         # An AsyncPool's factory comes with its event loop.
@@ -223,8 +302,14 @@ class ResourceActors:
                 "event loop, so use AsyncPool (Pool and PoolSupervisor take "
                 "sync factories)"
             )
-        self._factory = factory
         self._pass_key = takes_key(factory)
+        self._factory = factory
+        if options is None:  # the supervisor's own (it does not pass them)
+            options = getattr(_pykka.actor_of(supervisor), "options", None)
+        self._ping = getattr(options, "ping", None)
+        self._close = getattr(options, "close", None)
+        _check_hook("ping", self._ping, self._loop)
+        _check_hook("close", self._close, self._loop)
         self._pool_name = pool_name
         self._type = actor_type
         self._actors: dict[int, BaseResourceActor] = {}
@@ -244,6 +329,8 @@ class ResourceActors:
             pool_name=self._pool_name,
             executor=self.executor,
             loop=self._loop,
+            ping=self._ping,
+            close=self._close,
         )
         self._actors[rid] = actor
         _pykka.register_before(actor.actor_ref, self._supervisor)

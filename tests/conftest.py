@@ -95,3 +95,8 @@ def own_valkey(valkey_binary: str, tmp_path: Path) -> Iterator[ValkeyServer]:
         yield server
     finally:
         server.stop()
+
+
+# The PostgreSQL server of test_postgres.py and test_psycopg.py, one per
+# session (imported last: pg_fixtures uses wait_for, above).
+from pg_fixtures import pg, pg_session  # noqa: E402, F401

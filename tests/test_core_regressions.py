@@ -117,7 +117,7 @@ def test_a_slot_taken_by_an_older_waiter_of_the_key_keeps_its_owner_in_line() ->
     caller 7 started a creation that an older waiter of its key joined (FIFO
     per key); caller 7 lost its place in the slot queue and was left waiting
     while a slot was free."""
-    core = _core(max_open_resources=3, max_holders=1, max_per_key=2)
+    core = _core(max_open_resources=3, max_holders=1, max_per_key=2, create_retries=0)
     starts: dict[Any, int] = {}
 
     def checkout(cid: int, key: str) -> None:

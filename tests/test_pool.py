@@ -136,21 +136,28 @@ def test_unhashable_key_raises_in_caller_and_changes_nothing(rec: Recorder) -> N
         assert rec.calls == []
 
 
-def test_factory_gets_key_only_when_it_takes_one() -> None:
+def test_factory_gets_key_whenever_it_can_take_one() -> None:
+    """SPEC 12: a parameter with a default gets the key too; only a factory
+    that takes no argument is called without it."""
     seen: list[object] = []
 
     def with_key(key: Hashable) -> Res:
         seen.append(key)
         return Res(key, Recorder())
 
-    def without_key(optional: str = "x") -> Res:
+    def with_default(optional: str = "x") -> Res:
         seen.append(optional)
         return Res("k", Recorder())
 
-    with Pool(with_key) as p1, Pool(without_key) as p2:
+    def without_key() -> Res:
+        seen.append("none")
+        return Res("k", Recorder())
+
+    with Pool(with_key) as p1, Pool(with_default) as p2, Pool(without_key) as p3:
         p1.acquire("tenant-a")
         p2.acquire("tenant-b")
-    assert seen == ["tenant-a", "x"]
+        p3.acquire("tenant-c")
+    assert seen == ["tenant-a", "tenant-b", "none"]
 
 
 def test_factory_runs_in_the_resource_actor_thread(rec: Recorder) -> None:

@@ -203,9 +203,19 @@ def test_retries_run_out_then_the_caller_gets_the_factorys_error() -> None:
         assert stats.create_retries == 2 and stats.factory_errors == 1
 
 
-def test_no_retries_by_default() -> None:
-    factory = Flaky(failures=1)
+def test_transient_failures_are_retried_by_default() -> None:
+    """SPEC 12: a few retries with backoff unless told otherwise."""
+    factory = Flaky(failures=2)
     with Pool(factory, health_check_interval=None) as pool:
+        assert pool.acquire("a", timeout=30).key == "a"
+        assert factory.calls == ["a", "a", "a"]
+        assert pool.stats().create_retries == 2
+        assert pool.stats().factory_errors == 0
+
+
+def test_no_retries_with_create_retries_0() -> None:
+    factory = Flaky(failures=1)
+    with Pool(factory, health_check_interval=None, create_retries=0) as pool:
         with pytest.raises(FactoryError):
             pool.acquire("a", timeout=30)
         assert factory.calls == ["a"]
