@@ -120,9 +120,10 @@ def _off() -> bool:
     return False
 
 
-class Counter:
-    """The state callers share with the supervisor, and the only code that
-    touches it (see the module docstring for its three invariants)."""
+class _State:
+    """The counter's state, and the supervisor's side of it: what the core
+    changes and reads while the shell holds the lock (see the module
+    docstring). `Counter` adds the callers' side."""
 
     __slots__ = (
         "claim",
@@ -203,6 +204,118 @@ class Counter:
         self.lids = 0
         #: Given to every lease made here: called if it is collected while out.
         self.on_lost: Callable[[Lease[Any, Any]], None] | None = None
+
+    def lease(self, key: Hashable, res: Any) -> Lease[Any, Any]:
+        """A new lease of `res` (its record), with an id of its own, found
+        again if it is lost (under the lock: a caller's or the core's)."""
+        self.lids += 1
+        lease = Lease(
+            key, res.obj, pool=self.pool_id, rid=res.rid, lid=self.lids, handle=res
+        )
+        lease.on_lost = self.on_lost
+        return lease
+
+    def _ring(self, urgent: bool) -> bool:
+        """Whether this caller must wake the supervisor (a `Notes` message)."""
+        if self.noted < (WOKEN if urgent else POLLING):
+            self.noted = WOKEN
+            return True
+        return False
+
+    # --- the supervisor's side ------------------------------------------------
+
+    def pending(self) -> bool:
+        """Whether notes wait to be read (the supervisor's loop)."""
+        with self.lock:
+            return bool(self.notes or self.hits)
+
+    def polling(self) -> bool:
+        """Whether the supervisor reads notes every `POLL` (not only when woken)."""
+        with self.lock:
+            return self.noted != QUIET
+
+    def drain(self, *, woken: bool = False) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        """The notes and hits left so far, for the core (the shell holds the
+        lock); `woken` when the supervisor handles a `Notes` message: it polls
+        from now on, so only urgent notes wake it."""
+        if woken:
+            self.noted = POLLING
+        notes, hits = list(self.notes), list(self.hits)
+        self.notes.clear()
+        self.hits.clear()
+        return notes, hits
+
+    def poll(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        """The notes and hits that came while the supervisor's mailbox stayed
+        empty for `POLL` (the shell holds the lock); if none came, callers
+        wake it from now on."""
+        if self.noted == WOKEN:  # its `Notes` message is late, or lost to an
+            self.noted = POLLING  # interrupt: a look now is as good
+        elif self.noted == POLLING and not (self.notes or self.hits):
+            self.noted = QUIET
+        return self.drain()
+
+    def known(self, key: Hashable, idle: list[Any], queue: deque[int]) -> None:
+        """Exclusive: `key` has an idle list and a queue of callers now (the
+        core's own, shared with callers from here on)."""
+        self.idle[key] = idle
+        self.queue[key] = queue
+
+    def unknown(self, key: Hashable) -> None:
+        """`key` has no resource and no caller left."""
+        self.idle.pop(key, None)
+        self.queue.pop(key, None)
+
+    def show(self, key: Hashable, res: Any) -> None:
+        """Shared: `res` is `key`'s open resource for hits now (`None`: none)."""
+        if not self.shared:
+            return
+        if res is None:
+            self.view.pop(key, None)
+        else:
+            self.view[key] = res
+
+    def hide(self, res: Any) -> bool:
+        """Shared: take `res` out of service for a reclaim, unless a plain
+        `acquire()` got it (then it is never reclaimed): whether it was."""
+        if res.handed_out:
+            return False
+        res.retired = True
+        key = res.key
+        if self.view.get(key) is res:
+            del self.view[key]
+        return True
+
+    def mark_waiting(self, key: Hashable, waiting: bool) -> None:
+        """Callers of `key` are queued in the core (or no more): the counter
+        serves none of its callers past them."""
+        if waiting:
+            self.waiting.add(key)
+        else:
+            self.waiting.discard(key)
+
+    def starve(self, starved: bool) -> None:
+        """Callers wait for a slot (or no more): a checkin is urgent news."""
+        self.starved = starved
+
+    def shut(self, name: str) -> None:
+        """The pool `name` stopped (the shell holds the lock): a checkout that
+        would queue itself fails at once."""
+        self.closed = name
+
+    def forget(self) -> None:
+        """After a fork, in the child: a fresh lock, and nothing of the
+        parent's to take."""
+        self.view.clear()
+        self.idle.clear()
+
+
+class Counter(_State):
+    """What callers may take without a round trip, and the only code besides
+    `_State` that touches it (see the module docstring for its three
+    invariants)."""
+
+    __slots__ = ()
 
     # --- callers' side: each method one atomic step -------------------------
 
@@ -471,107 +584,3 @@ class Counter:
             if len(items) > before and (self._ring(urgent) or was != self.noted):
                 self.wake()
             raise
-
-    def lease(self, key: Hashable, res: Any) -> Lease[Any, Any]:
-        """A new lease of `res` (its record), with an id of its own, found
-        again if it is lost (under the lock: a caller's or the core's)."""
-        self.lids += 1
-        lease = Lease(
-            key, res.obj, pool=self.pool_id, rid=res.rid, lid=self.lids, handle=res
-        )
-        lease.on_lost = self.on_lost
-        return lease
-
-    def _ring(self, urgent: bool) -> bool:
-        """Whether this caller must wake the supervisor (a `Notes` message)."""
-        if self.noted < (WOKEN if urgent else POLLING):
-            self.noted = WOKEN
-            return True
-        return False
-
-    # --- the supervisor's side ------------------------------------------------
-
-    def pending(self) -> bool:
-        """Whether notes wait to be read (the supervisor's loop)."""
-        with self.lock:
-            return bool(self.notes or self.hits)
-
-    def polling(self) -> bool:
-        """Whether the supervisor reads notes every `POLL` (not only when woken)."""
-        with self.lock:
-            return self.noted != QUIET
-
-    def drain(self, *, woken: bool = False) -> tuple[list[tuple[Any, ...]], list[Any]]:
-        """The notes and hits left so far, for the core (the shell holds the
-        lock); `woken` when the supervisor handles a `Notes` message: it polls
-        from now on, so only urgent notes wake it."""
-        if woken:
-            self.noted = POLLING
-        notes, hits = list(self.notes), list(self.hits)
-        self.notes.clear()
-        self.hits.clear()
-        return notes, hits
-
-    def poll(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
-        """The notes and hits that came while the supervisor's mailbox stayed
-        empty for `POLL` (the shell holds the lock); if none came, callers
-        wake it from now on."""
-        if self.noted == WOKEN:  # its `Notes` message is late, or lost to an
-            self.noted = POLLING  # interrupt: a look now is as good
-        elif self.noted == POLLING and not (self.notes or self.hits):
-            self.noted = QUIET
-        return self.drain()
-
-    def known(self, key: Hashable, idle: list[Any], queue: deque[int]) -> None:
-        """Exclusive: `key` has an idle list and a queue of callers now (the
-        core's own, shared with callers from here on)."""
-        self.idle[key] = idle
-        self.queue[key] = queue
-
-    def unknown(self, key: Hashable) -> None:
-        """`key` has no resource and no caller left."""
-        self.idle.pop(key, None)
-        self.queue.pop(key, None)
-
-    def show(self, key: Hashable, res: Any) -> None:
-        """Shared: `res` is `key`'s open resource for hits now (`None`: none)."""
-        if not self.shared:
-            return
-        if res is None:
-            self.view.pop(key, None)
-        else:
-            self.view[key] = res
-
-    def hide(self, res: Any) -> bool:
-        """Shared: take `res` out of service for a reclaim, unless a plain
-        `acquire()` got it (then it is never reclaimed): whether it was."""
-        if res.handed_out:
-            return False
-        res.retired = True
-        key = res.key
-        if self.view.get(key) is res:
-            del self.view[key]
-        return True
-
-    def mark_waiting(self, key: Hashable, waiting: bool) -> None:
-        """Callers of `key` are queued in the core (or no more): the counter
-        serves none of its callers past them."""
-        if waiting:
-            self.waiting.add(key)
-        else:
-            self.waiting.discard(key)
-
-    def starve(self, starved: bool) -> None:
-        """Callers wait for a slot (or no more): a checkin is urgent news."""
-        self.starved = starved
-
-    def shut(self, name: str) -> None:
-        """The pool `name` stopped (the shell holds the lock): a checkout that
-        would queue itself fails at once."""
-        self.closed = name
-
-    def forget(self) -> None:
-        """After a fork, in the child: a fresh lock, and nothing of the
-        parent's to take."""
-        self.view.clear()
-        self.idle.clear()

@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
+from pooler_actors.errors import short_repr
+
 __all__ = ["Lease"]
 
 T = TypeVar("T")
@@ -89,7 +91,7 @@ class Lease(Generic[K, T]):
         return self._handle
 
     def __repr__(self) -> str:
-        return f"<Lease #{self._lid} of {self.key!r}>"
+        return f"<Lease #{self._lid} of {short_repr(self.key)}>"
 
     @property
     def pool(self) -> object:

@@ -14,6 +14,7 @@ from typing import Any
 import pykka
 from structlog.contextvars import get_contextvars
 
+from pooler_actors.errors import short_repr
 from pooler_actors.lease import Lease
 
 __all__ = [
@@ -62,7 +63,8 @@ def _check_key(key: object) -> None:
         hash(key)
     except TypeError:
         raise TypeError(
-            f"pool keys must be hashable, got unhashable {type(key).__name__}: {key!r}"
+            "pool keys must be hashable, got unhashable "
+            f"{type(key).__name__}: {short_repr(key)}"
         ) from None
 
 

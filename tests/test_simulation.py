@@ -467,10 +467,10 @@ def test_the_simulation_catches_an_interrupted_note_left_unrung(
     dropped while an interrupt unwinds the append)."""
     original = Counter._add
 
-    def _add(self: Counter, items: Any, item: Any, urgent: bool) -> bool:
+    def _add(self: Counter, items: Any, item: Any, urgent: bool, *also: Any) -> bool:
         wake, self.wake = self.wake, lambda: None
         try:
-            return original(self, items, item, urgent)
+            return original(self, items, item, urgent, *also)
         finally:
             self.wake = wake
 
