@@ -45,11 +45,8 @@ from typing import Any, cast
 
 import structlog
 
-# The live global configuration (private but stable since structlog's first
-# releases): read without building get_config()'s dict per event.
-from structlog._config import _CONFIG as _LIVE_CONFIG
-from structlog._config import BoundLoggerLazyProxy
-
+from pooler_actors._pykka import STRUCTLOG_CONFIG as _LIVE_CONFIG
+from pooler_actors._pykka import BoundLoggerLazyProxy
 from pooler_actors.errors import REPR_LIMIT, short_repr
 
 __all__ = ["STDLIB_LOGGER_NAME", "Events"]

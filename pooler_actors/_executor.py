@@ -32,6 +32,7 @@ from typing import Any
 
 import pykka
 
+from pooler_actors import _pykka
 from pooler_actors._future import PoolFuture
 from pooler_actors._pykka import Envelope, is_stop, log_returned_exception
 
@@ -334,7 +335,7 @@ class ExecutorActor(pykka.Actor):
         while True:
             if not self._started:
                 self._started = True
-                self._actor_loop_setup()
+                _pykka.loop_setup(self)
             handled = 0
             while handled < _BATCH and not stopped.is_set() and inbox.messages:
                 self._handle_envelope(inbox.get())
@@ -342,7 +343,7 @@ class ExecutorActor(pykka.Actor):
             if stopped.is_set():
                 # Answer what is left, and anything that lands later, with
                 # ActorDeadError, as pykka's own teardown does.
-                self._actor_loop_teardown()
+                _pykka.loop_teardown(self)
             if handled == _BATCH and inbox.messages and not stopped.is_set():
                 # Yield to other actors: resubmit behind them.
                 self.executor.submit(self.run_turn)
@@ -353,7 +354,7 @@ class ExecutorActor(pykka.Actor):
     def _handle_envelope(self, envelope: Envelope[Any]) -> None:
         # The body of pykka's ThreadingActor receive loop.
         try:
-            response = self._handle_receive(envelope.message)
+            response = _pykka.handle_receive(self, envelope.message)
             if envelope.reply_to is not None:
                 envelope.reply_to.set(response)
         except Exception:
@@ -361,15 +362,15 @@ class ExecutorActor(pykka.Actor):
                 log_returned_exception(self)
                 envelope.reply_to.set_exception()
             else:
-                self._handle_failure(*sys.exc_info())
+                _pykka.handle_failure(self, *sys.exc_info())
                 try:
                     self.on_failure(*sys.exc_info())
                 except Exception:
-                    self._handle_failure(*sys.exc_info())
+                    _pykka.handle_failure(self, *sys.exc_info())
         except BaseException:
             # pykka stops every actor of the process here; one actor's
             # KeyboardInterrupt must not take other pools down: it just fails.
-            self._handle_failure(*sys.exc_info())
+            _pykka.handle_failure(self, *sys.exc_info())
             with contextlib.suppress(Exception):
                 self.on_failure(*sys.exc_info())
 

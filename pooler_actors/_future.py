@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pykka
 
+from pooler_actors import _pykka
+
 if TYPE_CHECKING:
     from pooler_actors._pykka import OptExcInfo
 
@@ -84,7 +86,7 @@ class PoolFuture(pykka.Future[T]):
 
     def get(self, *, timeout: float | None = None) -> T:
         """Wait for the value; raise the error, or ``pykka.Timeout``."""
-        if self._get_hook is not None:
+        if _pykka.get_hook(self) is not None:
             return super().get(timeout=timeout)
         if self._state in _OPEN:
             # A lock wait overflows past TIMEOUT_MAX (~292 years); cap it there.

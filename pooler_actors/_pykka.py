@@ -1,13 +1,16 @@
-"""Every use of pykka beyond its public API and its actor-implementor hooks.
+"""Every use of pykka's and structlog's insides, one line each, with why.
 
 pykka documents `_create_actor_inbox`, `_create_future` and
 `_start_actor_loop` for those who implement actor types; everything else the
-pool needs of pykka's insides is here, one line each, with why. pykka is
-pinned below its next major version for these.
+pool needs of pykka's insides is here, and so is the one thing it reads of
+structlog's. Both are pinned below their next major version for these;
+`tests/test_core_purity.py` checks that no other module of the package
+touches either's private names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -18,16 +21,30 @@ from pykka._envelope import Envelope
 # What ActorRef.stop() sends: the supervisor handles it itself.
 from pykka.messages import _ActorStop
 
+# structlog's live global configuration (private but stable since its first
+# releases): the event emitter reads it without building get_config()'s dict
+# per event, and tells a configured structlog from an unconfigured one.
+from structlog._config import _CONFIG as STRUCTLOG_CONFIG
+from structlog._config import BoundLoggerLazyProxy
+
 if TYPE_CHECKING:
     # Future.set_exception's argument type.
     from pykka._types import OptExcInfo
 
 __all__ = [
+    "STRUCTLOG_CONFIG",
+    "BoundLoggerLazyProxy",
     "Envelope",
     "OptExcInfo",
+    "actor_loop",
     "actor_of",
+    "get_hook",
+    "handle_failure",
+    "handle_receive",
     "is_stop",
     "log_returned_exception",
+    "loop_setup",
+    "loop_teardown",
     "register_before",
     "set_ref",
     "start_loop",
@@ -90,3 +107,39 @@ def log_returned_exception(actor: pykka.Actor) -> None:
     # pykka's own logger, so the line reads as pykka's does for any actor.
     logger = pykka._actor.logger  # noqa: SLF001
     logger.info(f"Exception returned from {actor} to caller:", exc_info=True)
+
+
+def actor_loop(actor: pykka.Actor) -> Callable[[], None]:
+    """pykka's receive loop of `actor`, for a thread the pool starts itself."""
+    # Our resource actors keep their thread (to join it): same loop, our thread.
+    return actor._actor_loop  # noqa: SLF001
+
+
+def loop_setup(actor: pykka.Actor) -> None:
+    """What pykka does before an actor's first message (`on_start`...)."""
+    # The executor actor runs turns, not pykka's loop: it calls the loop's parts.
+    actor._actor_loop_setup()  # noqa: SLF001
+
+
+def loop_teardown(actor: pykka.Actor) -> None:
+    """What pykka does once an actor has stopped (answer what is left)."""
+    # As loop_setup: the executor actor's end of its last turn.
+    actor._actor_loop_teardown()  # noqa: SLF001
+
+
+def handle_receive(actor: pykka.Actor, message: Any) -> Any:
+    """pykka's dispatch of one message to `actor` (`on_receive`, proxies...)."""
+    # The body of pykka's receive loop, run by the executor actor per message.
+    return actor._handle_receive(message)  # noqa: SLF001
+
+
+def handle_failure(actor: pykka.Actor, *exc_info: Any) -> None:
+    """pykka's handling of an actor's failure (log it, stop the actor)."""
+    # As handle_receive: the failure path of pykka's receive loop.
+    actor._handle_failure(*exc_info)  # noqa: SLF001
+
+
+def get_hook(future: pykka.Future[Any]) -> Any:
+    """The get hook a `Future.map`/`join` set on `future`, or `None`."""
+    # pykka's own combinators set it; our future defers to pykka when it is set.
+    return future._get_hook  # noqa: SLF001

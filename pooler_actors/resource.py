@@ -255,7 +255,7 @@ class ThreadResourceActor(BaseResourceActor, pykka.ThreadingActor):
     def _start_actor_loop(self) -> None:
         # As pykka's, but keeps the thread so the supervisor can join it.
         self.thread = threading.Thread(
-            target=self._actor_loop,
+            target=_pykka.actor_loop(self),
             name=f"pooler_actors:{self._pool_name}:resource-{self.rid}",
             daemon=True,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pykka
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pooler_actors"
@@ -177,3 +178,58 @@ def test_each_part_of_the_core_says_what_it_owns() -> None:
     for module in CORE:
         tree = ast.parse((PACKAGE / module).read_text())
         assert ast.get_docstring(tree), f"{module} has no docstring"
+
+
+def _private_names_of_pykka_and_structlog() -> set[str]:
+    """pykka's private method and attribute names (its documented hooks for
+    actor implementors aside)."""
+    classes = (pykka.Actor, pykka.ThreadingActor, pykka.ActorRef, pykka.Future)
+    classes += (pykka.ThreadingFuture, pykka.ActorRegistry, pykka.ActorProxy)
+    names = {
+        n
+        for c in classes
+        for n in dir(c)
+        if n.startswith("_") and not n.startswith("__")
+    }
+    names |= {"_actor_weakref", "_get_hook", "_get_hook_result", "_CONFIG"}
+    return names - {"_create_actor_inbox", "_create_future", "_start_actor_loop"}
+
+
+def _private_uses(path: Path, names: set[str]) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr in names:
+            found.append(f"{path.name}:{node.lineno} .{node.attr}")
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith(("pykka._", "structlog._"))
+        ):
+            found.append(f"{path.name}:{node.lineno} from {node.module}")
+    return found
+
+
+def test_pykka_and_structlog_insides_are_used_in_one_module() -> None:
+    """Issue 20: pykka's and structlog's private names appear only in
+    `_pykka.py`, each line there saying why."""
+    names = _private_names_of_pykka_and_structlog()
+    offenders = [
+        hit
+        for path in sorted(PACKAGE.glob("*.py"))
+        if path.name != "_pykka.py"
+        for hit in _private_uses(path, names)
+    ]
+    assert offenders == []
+
+
+def test_the_private_use_check_can_fail(tmp_path: Path) -> None:
+    names = _private_names_of_pykka_and_structlog()
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from structlog._config import _CONFIG\n"
+        "def f(actor):\n    return actor._actor_loop\n"
+    )
+    assert _private_uses(bad, names) == [
+        "bad.py:1 from structlog._config",
+        "bad.py:3 ._actor_loop",
+    ]
