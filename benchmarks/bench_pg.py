@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 CAP = 8
 TENANTS = [f"bench_{i:02d}" for i in range(20)]
 SHAPES = [("1x8", 1, 8), ("24x8", 24, 8), ("24x20", 24, 20)]
-WAYS = ["pooler", "psycopg_pool", "psycopg_pool_sem", "dict_lock"]
+WAYS = ["pooler", "pooler_k2", "psycopg_pool", "psycopg_pool_sem", "dict_lock"]
 
 
 class PgConn:
@@ -216,7 +216,7 @@ def _drive(way: Way, tenants: list[str], threads: int, seconds: float) -> None:
     way.errors += sum(errors)
 
 
-def _pooler(dsn_of: Callable[[str], str]) -> Way:
+def _pooler(dsn_of: Callable[[str], str], per_key: int = 1) -> Way:
     import psycopg  # noqa: PLC0415
 
     from pooler_actors import Pool  # noqa: PLC0415
@@ -228,16 +228,16 @@ def _pooler(dsn_of: Callable[[str], str]) -> Way:
         connect,
         max_open_resources=CAP,
         max_holders=1,
-        max_per_key=1,
+        max_per_key=per_key,
         is_broken=lambda e: isinstance(e, psycopg.OperationalError),
         create_retries=5,
         create_backoff=0.01,
         health_check_interval=None,
-        name="bench-pg",
+        name=f"bench-pg-k{per_key}",
     )
     return Way(
-        "pooler",
-        "b_pooler",
+        "pooler" if per_key == 1 else f"pooler_k{per_key}",
+        "b_pooler" if per_key == 1 else f"b_pooler_k{per_key}",
         lambda tenant: pool.lease(tenant, timeout=30),
         operator.attrgetter("conn"),
         pool.close,
@@ -324,6 +324,9 @@ def _shape(
     try:
         try:
             ways["pooler"] = _pooler(dsn_for("b_pooler"))
+            # Two connections per busy key under the same cap (issue 20's
+            # thrash: reclaiming another key's idle connection for a second).
+            ways["pooler_k2"] = _pooler(dsn_for("b_pooler_k2"), per_key=2)
         except TypeError as exc:  # no lease API in this build of the pool
             rows.append(row(f"pg.{label}.pooler", math.nan, "", note=f"not run: {exc}"))
         ways["psycopg_pool"] = _psycopg_pools(dsn_for("b_psycopg"), tenants, False)
@@ -384,6 +387,20 @@ def _targets(label: str, ways: dict[str, Way], monitor: Any) -> list[Row]:
     )
     if ours.errors:
         out.append(target(f"pg.{label}.pooler.failed_requests", ours.errors, 0, "n"))
+    if "pooler_k2" in ways:  # max_per_key=2 costs no throughput: >= 0.9x
+        k2 = ways["pooler_k2"]
+        ratio = statistics.median(
+            b / a for a, b in zip(k2.ops, ours.ops, strict=True)
+        )  # pooler / pooler_k2, so that the target reads "<= 1/0.9"
+        out.append(target(f"pg.{label}.ops.pooler/pooler_k2", ratio, 1 / 0.9))
+        out.append(
+            target(
+                f"pg.{label}.pooler_k2.max_conns",
+                monitor.max_of("b_pooler_k2"),
+                CAP,
+                "conns",
+            )
+        )
     return out
 
 
@@ -398,7 +415,7 @@ def run(quick: bool) -> list[Row]:
     if find_bindir() is None:
         return [row("pg", math.nan, "", note=f"skipped: {HOW_TO_GET}")]
     rounds, seconds = (1, 0.25) if quick else (3, 2.0)
-    roles = ["b_pooler", "b_psycopg", "b_psycopg_sem", "b_dict"]
+    roles = ["b_pooler", "b_pooler_k2", "b_psycopg", "b_psycopg_sem", "b_dict"]
     # Per-tenant psycopg pools open one connection per tenant: 2 x 20, plus
     # the pooler's and the dict's 8 each, the monitor and the reserved slots.
     server = PgServer(max_connections=100)

@@ -202,12 +202,15 @@ class Placement(Part):
             self.core.inventory.retire(now, victim, "reclaimed", owned=True)
 
     def slots_wanted(self) -> int:
-        """How many creations the callers waiting for a slot need.
+        """How many creations the callers waiting for a slot need reclaims for.
 
         Callers of one key share a creation as far as `max_holders` allows
         (any number when shared), and a key gets at most `max_per_key`: two
         callers of one new key must not reclaim two idle resources for one
-        creation.
+        creation. Only a key with nothing open or being made counts (the
+        no-thrash rule): a busy key that has a resource waits for a holder
+        place, or grows into a slot that frees by itself, rather than close
+        another key's idle resource that is wanted again a moment later.
         """
         callers: dict[Hashable, int] = {}
         for item in self.core.waiters.slots:
@@ -217,6 +220,8 @@ class Placement(Part):
         wanted = 0
         for key, n in callers.items():
             entry = self.core.inventory.keys.get(key)
-            room = self.options.max_per_key - (self.count(entry) if entry else 0)
+            if entry is not None and self.count(entry):
+                continue  # it has a resource: no reclaim for a second one
+            room = self.options.max_per_key
             wanted += max(0, min(room, 1 if limit is None else -(-n // limit)))
         return wanted

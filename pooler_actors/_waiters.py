@@ -188,13 +188,23 @@ class Waiters(Part):
                 return  # answered already: the reply won the race
         self.n["timeouts"] += 1
         waited = self.drop(now, caller)
-        self.core.log(
-            "warning",
-            "pool.acquire.withdrawn",
-            caller.key,
-            caller.context,
-            wait_s=waited,
-        )
+        if now >= caller.deadline:  # its deadline, kept in its own thread
+            self.core.log(
+                "warning",
+                "pool.acquire.timeout",
+                caller.key,
+                caller.context,
+                timeout=caller.timeout,
+                wait_s=waited,
+            )
+        else:
+            self.core.log(
+                "warning",
+                "pool.acquire.withdrawn",
+                caller.key,
+                caller.context,
+                wait_s=waited,
+            )
         self.core.pump(now)
 
     def undelivered(self, now: float, reply: Reply) -> None:
