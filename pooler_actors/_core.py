@@ -244,10 +244,12 @@ class PoolCore:
 
     # --- the hit path: what callers did on their own ------------------------
 
-    def _give_back(self, now: float, lease: Lease[Any, Any], broken: bool) -> bool:
+    def _give_back(
+        self, now: float, lease: Lease[Any, Any], broken: bool, dropped: bool = False
+    ) -> bool:
         """Check `lease` in as a `Checkin` message does; `False` if it was
         checked in already. It goes the way a checkin at the counter goes."""
-        if not self.published.lost(lease, broken):
+        if not self.published.lost(lease, broken, dropped=dropped):
             return False
         self.notes(now, *self._drain_notes())
         return True
@@ -260,7 +262,7 @@ class PoolCore:
         if lease.checked_in:
             return
         self._log("warning", "pool.lease.lost", lease.key, lease=lease.lid)
-        self._give_back(now, lease, self._exclusive)
+        self._give_back(now, lease, self._exclusive, dropped=True)
 
     def _drain_notes(self) -> tuple[list[tuple[Any, ...]], list[Hashable]]:
         """The notes and hits left so far (the doorbell stays as it is)."""

@@ -2,47 +2,41 @@
 
 A request the pool can answer from what it already has -- a hit on an open
 shared resource, an idle exclusive resource, a checkin, a checkout that must
-queue -- is served in the caller's own thread, at the counter. The counter
-holds everything such a request reads or writes: the published view of open
-shared resources, the idle lists of exclusive keys, the queue of checkouts
-waiting per key, the notes callers leave for the core, and the doorbell that
-wakes the supervisor. The core stays the owner of the truth: it learns what
-callers did from their notes, in each caller's order.
+queue -- is served in the caller's own thread, at the counter: the view of
+open shared resources, the idle lists, the queues of checkouts per key, the
+notes callers leave for the core and the doorbell that wakes the supervisor.
+The core stays the owner of the truth: it learns what callers did from their
+notes, in each caller's order.
 
 Invariants (each method's docstring says which it keeps):
 
-1. **One lock.** Every read and write of the counter's state -- by a caller
-   or by the supervisor -- happens under `lock`: a caller's inside one method
-   below, the core's while the shell holds the lock for the whole core event
-   (one event is one atomic step for every caller). No rule rests on the GIL
-   or on the order in which another thread sees two writes; no user code,
-   logging or blocking call runs under the lock.
+1. **One lock.** Every read and write of the counter's state happens under
+   `lock`: a caller's inside one method below, the core's while the shell
+   holds the lock for the whole core event (one event is one atomic step for
+   every caller). Nothing rests on the GIL or on the order in which another
+   thread sees two writes; no user code, logging or blocking call runs under
+   the lock.
 2. **One place.** An idle exclusive resource is in exactly one place: its
    key's idle list, one lease, or the core's hands. A holder of a shared
-   resource is counted exactly once: by the core, or by a token not yet
-   noted.
+   resource is counted once: by the core, or by a token not yet noted.
 3. **Nothing unnoted, nobody passed over.** Whatever a caller changes here is
-   noted in the same locked step, and the supervisor is woken unless it is
-   polling; a caller's notes reach the core before its later messages. While
-   callers of a key are queued (in the core, or on their own in `queue`),
-   nobody takes from that key's idle list and a checkin hands its resource
-   to the first of them: strict FIFO per key.
+   noted in the same step, and the supervisor woken unless it polls; a
+   caller's notes reach the core before its later messages. While callers
+   of a key are queued (in the core, or on their own in `queue`), nobody
+   takes from its idle list and a checkin hands its resource to the first.
 
-Why the shell holds the lock for a whole core event rather than applying the
-core's changes as effects: the core's transitions need answers at once (is
-this idle resource still here to close? did a plain `acquire()` get this
-shared one before a reclaim?), and a core event is short and never runs user
-code. Callers wait at most one core event; the effects it produces (replies,
-logs, actors started) are carried out after the lock is released.
+The shell holds the lock for a whole core event, rather than applying the
+core's changes as effects, because the core's transitions need answers at
+once (is this idle resource still here to close?) and a core event is short
+and runs no user code; its effects run after the lock is released.
 
-An interrupt (`KeyboardInterrupt` from a signal handler, any asynchronous
-exception) that lands inside a method undoes what the method did before it
-propagates: each method is all or nothing. A lease lost after it was handed
-out is found when it is collected (`Lease.__del__`).
-
-The lock and the shell's hooks (`wake`, `claim`, `register`, `context`,
-`debug`) are injected: this module imports no threading, so the pure core
-may own a counter and the simulation may drive one step by step.
+An interrupt (`KeyboardInterrupt`, any asynchronous exception) lands before
+or after a method's paired changes (`_together`), and a method undoes a
+partial step before it propagates; a lease dropped after it was handed out
+is found when it is collected (`Lease.__del__`). The lock and the shell's
+hooks (`wake`, `claim`, `register`, `context`, `debug`, `on_lost`) are
+injected: this module imports no threading, so the pure core may own a
+counter and the simulation may drive one step by step.
 """
 
 from __future__ import annotations
@@ -93,13 +87,9 @@ HANDOVER, BROKEN, GIVEN, ASK = "handover", "broken", "given", "ask"
 
 
 def _together(*calls: Callable[[], Any]) -> None:
-    """Make `calls` (built-in methods, bound with `partial`) one after the
-    other with no Python bytecode between them: an interrupt (a signal
-    handler's `KeyboardInterrupt`, an asynchronous exception) is raised only
-    between bytecodes, so it lands before all of them or after all of them,
-    never between two changes that go together (a resource off its idle list
-    and its note). The callers' `except` clauses still undo a partial step,
-    in case a call is not built-in (the simulation's instrumented ones)."""
+    """Make `calls` (built-ins in `partial`s) with no bytecode between them:
+    an interrupt lands before or after them all (callers still undo a
+    partial step: the simulation's calls are not built-in)."""
     deque(map(operator.call, calls), 0)
 
 
@@ -304,8 +294,7 @@ class _State:
         self.closed = name
 
     def forget(self) -> None:
-        """After a fork, in the child: a fresh lock, and nothing of the
-        parent's to take."""
+        """After a fork, in the child: nothing of the parent's to take."""
         self.view.clear()
         self.idle.clear()
 
@@ -454,20 +443,41 @@ class Counter(_State):
 
         future.add_done_callback(back)
 
-    def checkin(self, lease: Lease[Any, Any], broken: bool) -> bool:
+    def hold(self, lease: Lease[Any, Any]) -> bool:
+        """Reserve `lease`'s checkin for a caller that runs the pool's `reset`
+        first, outside the lock; `False` if checked in (or reserved) already.
+        Keeps invariant 2: its holder keeps it until `checkin(..., reset=True)`.
+
+        Raises:
+            TypeError: `lease` is not a `Lease`.
+            ValueError: the lease is of another pool.
+        """
+        self._check_lease(lease)
+        with self.lock:
+            return lease.hold_for_reset()
+
+    def _check_lease(self, lease: object) -> None:
+        if not isinstance(lease, Lease):
+            raise TypeError(f"checkin needs a Lease, got {lease!r}")
+        if lease.pool is not self.pool_id:
+            raise ValueError(f"{lease!r} was not granted by this pool")
+
+    def checkin(
+        self, lease: Lease[Any, Any], broken: bool, *, reset: bool = False
+    ) -> bool:
         """Give a lease back, here: never a round trip; `False` if it was given
         back already. Keeps invariants 2 and 3: the resource goes to the first
         caller queued for its key, or back to its idle list, with its note.
 
         Raises:
+            TypeError: `lease` is not a `Lease`.
             ValueError: the lease is of another pool.
         """
-        if lease.pool is not self.pool_id:
-            raise ValueError(f"{lease!r} was not granted by this pool")
+        self._check_lease(lease)
         ring = False
         try:
             with self.lock:
-                if not lease.claim_checkin():
+                if not lease.claim_checkin(reset):
                     return False
                 try:
                     ring = self._checkin(lease, broken)
@@ -475,19 +485,22 @@ class Counter(_State):
                     # Interrupted before its note: as if it never came. (Past
                     # its note, `_checkin` completes what the note says.)
                     if not self._noted(lease):
-                        lease.unclaim_checkin()
+                        lease.unclaim_checkin(reset)
                     raise
         finally:
             if ring:
                 self.wake()
         return True
 
-    def lost(self, lease: Lease[Any, Any], broken: bool) -> bool:
-        """A checkin the core makes (a `Checkin` message, a lease collected
-        while out; the shell holds the lock): noted as the counter's own
-        checkins are, the resource left to the core, which serves whoever
-        waits. `False` if the lease was checked in already."""
-        if not lease.claim_checkin():
+    def lost(
+        self, lease: Lease[Any, Any], broken: bool, *, dropped: bool = False
+    ) -> bool:
+        """A checkin the core makes (a `Checkin` message; `dropped`: a lease
+        collected while out, even one whose `reset` was cut short; the shell
+        holds the lock): noted as the counter's own checkins are, the resource
+        left to the core, which serves whoever waits. `False` if the lease was
+        checked in already."""
+        if not lease.claim_checkin(dropped):
             return False
         res: Any = lease.handle
         if self.exclusive:  # the holder had it in hand: now the core has

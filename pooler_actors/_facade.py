@@ -6,14 +6,16 @@ The facades hold no pool state: each call is one message to the supervisor.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+import math
+from collections.abc import Callable, Hashable, Iterator
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Generic
 
 import pykka
 
 from pooler_actors._counter import MISS
-from pooler_actors.errors import AcquireTimeout
+from pooler_actors.errors import AcquireTimeout, short_repr
+from pooler_actors.lease import Lease
 from pooler_actors.messages import check_timeout
 from pooler_actors.options import PoolOptions, build_options
 from pooler_actors.supervisor import PoolRef, PoolSupervisor
@@ -95,6 +97,39 @@ class FacadeBase(Generic[K, T]):
             return self._ref.wait(future, wait)
         except pykka.Timeout:
             raise AcquireTimeout(key, timeout) from None
+
+    def _checks(
+        self, key: K, timeout: float | None, wait: float | None
+    ) -> Iterator[float | None]:
+        """The wait of each checkout a `check` that keeps failing makes: all
+        within the caller's deadline; without one, at most one more try than
+        the pool has slots, then `AcquireTimeout`."""
+        if wait is None or wait == 0 or math.isinf(wait):
+            for _ in range(self.options.max_open_resources + 1):
+                yield wait
+        else:
+            deadline = monotonic() + wait
+            while (left := deadline - monotonic()) > 0:
+                yield left
+        raise AcquireTimeout(key, timeout)
+
+    def _check_failed(self, lease: Lease[Any, Any], error: Exception) -> None:
+        self._events.warning(
+            "pool.lease.check_failed",
+            lease.key,
+            None,
+            lease=lease.lid,
+            error=short_repr(error),
+        )
+
+    def _reset_failed(self, lease: Lease[Any, Any], error: Exception) -> None:
+        self._events.warning(
+            "pool.lease.reset_failed",
+            lease.key,
+            None,
+            lease=lease.lid,
+            error=short_repr(error),
+        )
 
     def _close_bound(self) -> float:
         """How long `close()` may wait: closes, then held resources draining."""

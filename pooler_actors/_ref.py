@@ -14,6 +14,7 @@ import os
 import queue
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any, cast
 
 import pykka
@@ -24,7 +25,7 @@ from pooler_actors._future import PoolFuture, Replies
 from pooler_actors._messages import LeaseLost, Notes, Withdraw
 from pooler_actors._pykka import Envelope, is_stop
 from pooler_actors.errors import PoolClosedError
-from pooler_actors.messages import Acquire
+from pooler_actors.messages import Acquire, Checkin
 
 __all__ = ["Mailbox", "PoolActor", "PoolRef", "live_pools"]
 
@@ -46,6 +47,9 @@ class PoolRef(pykka.ActorRef[Any]):
     counter: Counter
     #: The pool's event emitter (`debug_known` says whether debug is on).
     events: Any
+    #: A `Checkin` made in the caller's thread, running the pool's sync
+    #: `reset` first (set by the facade; `None`: the message goes as it is).
+    reset: Callable[[Any, bool], bool] | None = None
 
     def attach(self, counter: Counter, replies: Replies, events: Any) -> threading.Lock:
         """Give callers the counter, with its one lock and the hooks it calls
@@ -83,6 +87,11 @@ class PoolRef(pykka.ActorRef[Any]):
             value = self.counter.hit(message.key)
             if value is not MISS:
                 return value if block else PoolFuture.done(value)
+        elif type(message) is Checkin and self.reset is not None:
+            # The pool's `reset` runs in the caller's thread, never the
+            # supervisor's: the checkin is made here, as `Pool.checkin` does.
+            done = self.reset(message.lease, message.broken)
+            return done if block else PoolFuture.done(done)
         if block and threading.current_thread() is self.thread:
             raise RuntimeError(
                 f"pool {self.pool_name!r} was called from its own thread (a "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import math
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -157,20 +158,55 @@ class AsyncPool(FacadeBase[K, T]):
 
     async def checkout(self, key: K, timeout: float | None = None) -> Lease[K, T]:
         """Hold one resource of `key`; see
-        [Pool.checkout][pooler_actors.Pool.checkout]."""
+        [Pool.checkout][pooler_actors.Pool.checkout] (`check` may be async)."""
         wait = self._timeout(timeout)
+        check = self.options.check
+        if check is None:
+            return await self._checkout(key, timeout, wait)
+        tries = self._checks(key, timeout, wait)
+        while True:
+            lease = await self._checkout(key, timeout, next(tries))
+            try:
+                await _maybe_await(check(lease.resource))
+            except BaseException as error:
+                self._counter.checkin(lease, True)
+                if not isinstance(error, Exception):
+                    raise
+                self._check_failed(lease, error)
+                continue
+            return lease
+
+    async def _checkout(
+        self, key: K, timeout: float | None, wait: float | None
+    ) -> Lease[K, T]:
         lease = self._counter.take(key)
         if lease is not MISS:
             return cast("Lease[K, T]", lease)
         self._loop.bind(asyncio.get_running_loop())
-        future = self._queue_self(key, check_timeout(timeout))
+        asked = check_timeout(timeout) if wait is None else wait
+        future = self._queue_self(key, asked)
         if future is MISS:
-            future = self._ref.ask(Checkout(key, check_timeout(timeout)), block=False)
+            future = self._ref.ask(Checkout(key, asked), block=False)
         return cast("Lease[K, T]", await self._granted(future, key, wait))
 
     async def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
-        """Give `lease` back; see [Pool.checkin][pooler_actors.Pool.checkin]."""
-        return self._counter.checkin(lease, broken)
+        """Give `lease` back; see [Pool.checkin][pooler_actors.Pool.checkin]
+        (`reset` may be async; a task cancelled during it checks the lease
+        in as broken)."""
+        reset = self.options.reset
+        if reset is None or broken:
+            return self._counter.checkin(lease, broken)
+        if not self._counter.hold(lease):
+            return False
+        try:
+            await _maybe_await(reset(lease.resource))
+        except BaseException as error:
+            self._counter.checkin(lease, True, reset=True)
+            if not isinstance(error, Exception):
+                raise
+            self._reset_failed(lease, error)
+            return True
+        return self._counter.checkin(lease, False, reset=True)
 
     @asynccontextmanager
     async def lease(self, key: K, timeout: float | None = None) -> AsyncIterator[T]:
@@ -186,9 +222,15 @@ class AsyncPool(FacadeBase[K, T]):
                 if isinstance(sys.exception(), Exception):
                     raise error  # noqa: B904 - the block's error, chained
                 raise
-            self.checkin_now(lease, broken)
+            if broken or self.options.reset is None:
+                self.checkin_now(lease, broken)
+            else:  # shielded: a second cancel cannot skip the reset's checkin
+                await asyncio.shield(self.checkin(lease, False))
             raise
-        self.checkin_now(lease, False)
+        if self.options.reset is None:
+            self.checkin_now(lease, False)
+        else:
+            await asyncio.shield(self.checkin(lease, False))
 
     def checkin_now(self, lease: Lease[K, T], broken: bool = False) -> bool:
         """[checkin][pooler_actors.AsyncPool.checkin] without awaiting: it
@@ -263,3 +305,9 @@ class AsyncPool(FacadeBase[K, T]):
 
 async def _awaited(future: PoolFuture[Any]) -> Any:
     return await future
+
+
+async def _maybe_await(value: object) -> None:
+    """Await `value` if a hook returned an awaitable (an `async def` one)."""
+    if inspect.isawaitable(value):
+        await value

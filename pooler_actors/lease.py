@@ -31,6 +31,7 @@ class Lease(Generic[K, T]):
         "_lid",
         "_out",
         "_pool",
+        "_resetting",
         "_rid",
         "key",
         "on_lost",
@@ -54,21 +55,31 @@ class Lease(Generic[K, T]):
         self._lid = lid
         self._handle = handle  # the core's record of the resource (hit path)
         self._out = True  # until the one checkin that counts
+        self._resetting = False  # a checkin runs the pool's `reset` first
         #: Called with the lease if it is collected while still out (set by
         #: the pool): a lease dropped without a checkin is not lost for good.
         self.on_lost: Callable[[Lease[Any, Any]], None] | None = None
 
-    def claim_checkin(self) -> bool:
+    def claim_checkin(self, reset: bool = False) -> bool:
         """Whether this is the lease's first checkin (under the pool's counter
-        lock: see `_counter`)."""
-        if not self._out:
+        lock: see `_counter`); `reset`: by the checkin that held it for its
+        `reset` (`hold_for_reset`), the only one that may then."""
+        if not self._out or (self._resetting and not reset):
             return False
-        self._out = False
+        self._out = self._resetting = False
         return True
 
-    def unclaim_checkin(self) -> None:
+    def hold_for_reset(self) -> bool:
+        """Reserve the checkin for one that runs the pool's `reset` first
+        (under the counter lock); `False` if checked in or reserved already."""
+        if not self._out or self._resetting:
+            return False
+        self._resetting = True
+        return True
+
+    def unclaim_checkin(self, reset: bool = False) -> None:
         """Undo `claim_checkin` (a checkin interrupted before it counted)."""
-        self._out = True
+        self._out, self._resetting = True, reset
 
     @property
     def checked_in(self) -> bool:

@@ -114,7 +114,7 @@ class Checkin:
 
     def __post_init__(self) -> None:
         if not isinstance(self.lease, Lease):
-            raise TypeError(f"Checkin needs a Lease, got {self.lease!r}")
+            raise TypeError(f"checkin needs a Lease, got {self.lease!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,14 @@ class PoolOptions:
         is_broken: called with an exception that leaves a `lease` block; when
             it returns `True` the resource is checked in as broken. Default
             `None`: no exception means broken.
+        reset: called with the resource at every checkin, in the returning
+            caller's thread, before the resource serves anyone else (a
+            hand-on to a queued caller included); raising checks it in as
+            broken. Async (awaited) in an `AsyncPool`. Default `None`.
+        check: called with the resource at every checkout, in the caller's
+            thread, before the caller gets it; raising discards it (checked
+            in as broken) and the caller gets another within its timeout.
+            Async (awaited) in an `AsyncPool`. Default `None`.
         reclaim_idle: when callers wait for a slot, close the least recently
             used resource nobody holds (never one a plain `acquire()` handed
             out) to make room. Default `True`.
@@ -100,6 +108,8 @@ class PoolOptions:
     max_per_key: int = 1
     drain_timeout: float = 30.0
     is_broken: Callable[[BaseException], bool] | None = None
+    reset: Callable[[Any], object] | None = None
+    check: Callable[[Any], object] | None = None
     reclaim_idle: bool = True
     global_capacity: Any = None
     ping: Callable[[Any], object] | None = None
@@ -134,7 +144,7 @@ class PoolOptions:
             raise TypeError(
                 f"is_broken must be callable or None, got {self.is_broken!r}"
             )
-        for name in ("ping", "close"):
+        for name in ("ping", "close", "reset", "check"):
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise TypeError(

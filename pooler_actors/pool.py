@@ -14,6 +14,7 @@ from typing import Any, Generic, Self, cast, overload
 from pooler_actors._counter import MISS
 from pooler_actors._facade import FacadeBase, K, T
 from pooler_actors._future import PoolFuture
+from pooler_actors._loop import is_async_callable
 from pooler_actors._pykka import stop_message
 from pooler_actors.lease import Lease
 from pooler_actors.messages import (
@@ -28,7 +29,7 @@ from pooler_actors.messages import (
     ReleaseAll,
     check_timeout,
 )
-from pooler_actors.options import PoolOptions
+from pooler_actors.options import PoolOptions, build_options
 from pooler_actors.stats import Stats
 
 __all__ = ["Pool"]
@@ -80,7 +81,17 @@ class Pool(FacadeBase[K, T]):
         logger: Any = None,
         **option_fields: Any,
     ) -> None:
-        super().__init__(factory, options=options, logger=logger, **option_fields)
+        opts = build_options(options, option_fields)
+        for name in ("reset", "check"):
+            hook = getattr(opts, name)
+            if hook is not None and is_async_callable(hook):
+                raise TypeError(
+                    f"{name}={hook!r} is async def: Pool runs it in the "
+                    "caller's thread, so use AsyncPool (or a sync one)"
+                )
+        super().__init__(factory, options=opts, logger=logger)
+        if opts.reset is not None:  # actors' `Checkin` messages run it too
+            self._ref.reset = self.checkin
 
     def acquire(self, key: K, timeout: float | None = None) -> T:
         """Return the shared resource for `key`, creating it or waiting for a slot.
@@ -108,30 +119,69 @@ class Pool(FacadeBase[K, T]):
     def checkout(self, key: K, timeout: float | None = None) -> Lease[K, T]:
         """Hold one resource of `key` until [checkin][pooler_actors.Pool.checkin].
 
+        With the `check` option, the resource is checked first (here, in
+        this thread); one that fails is discarded and another taken, within
+        `timeout`.
+
         Raises as [acquire][pooler_actors.Pool.acquire] does.
         """
         wait = self._timeout(timeout)  # a bad timeout changes nothing
+        check = self.options.check
+        if check is None:
+            return self._checkout(key, timeout, wait)
+        tries = self._checks(key, timeout, wait)
+        while True:
+            lease = self._checkout(key, timeout, next(tries))
+            try:
+                check(lease.resource)
+            except BaseException as error:
+                self._counter.checkin(lease, True)
+                if not isinstance(error, Exception):
+                    raise
+                self._check_failed(lease, error)
+                continue
+            return lease
+
+    def _checkout(
+        self, key: K, timeout: float | None, wait: float | None
+    ) -> Lease[K, T]:
         lease = self._counter.take(key)
         if lease is MISS:  # it must wait: at the counter if it may
-            future = self._queue_self(key, check_timeout(timeout))
+            asked = check_timeout(timeout) if wait is None else wait
+            future = self._queue_self(key, asked)
             if future is MISS:
-                future = self._ref.ask(
-                    Checkout(key, check_timeout(timeout)), block=False
-                )
+                future = self._ref.ask(Checkout(key, asked), block=False)
             lease = self._grant(future, key, wait)
         return cast("Lease[K, T]", lease)
 
     def checkin(self, lease: Lease[K, T], broken: bool = False) -> bool:
         """Give `lease` back; `broken=True` retires its resource.
 
-        Never waits for the supervisor. Returns `False` if it was already
-        checked in (a first checkin after `drain_timeout` closed the resource,
-        or after the pool closed, returns `True` and changes nothing).
+        With the `reset` option, `reset(resource)` runs first, here, before
+        the resource serves anyone else; if it raises, the resource is
+        checked in as broken (an `Exception` is logged, not raised). Never
+        waits for the supervisor. Returns `False` if it was already checked
+        in (a first checkin after `drain_timeout` closed the resource, or
+        after the pool closed, returns `True` and changes nothing).
 
         Raises:
+            TypeError: `lease` is not a `Lease`.
             ValueError: the lease is of another pool.
         """
-        return self._counter.checkin(lease, broken)
+        reset = self.options.reset
+        if reset is None or broken:
+            return self._counter.checkin(lease, broken)
+        if not self._counter.hold(lease):
+            return False
+        try:
+            reset(lease.resource)
+        except BaseException as error:
+            self._counter.checkin(lease, True, reset=True)
+            if not isinstance(error, Exception):
+                raise
+            self._reset_failed(lease, error)
+            return True
+        return self._counter.checkin(lease, False, reset=True)
 
     def lease(self, key: K, timeout: float | None = None) -> LeaseBlock[K, T]:
         """`with pool.lease(key) as resource:` holds it for the block.
