@@ -113,7 +113,7 @@ class PoolCore:
         #: What the shell must do next, in order; it drains the list.
         self.effects: list[Effect] = []
         #: Whether debug events are wanted (set by the shell; skips building them).
-        self.debug = True
+        self._debug = True
         #: The state callers' threads may read and take from (the hit path).
         self.published = Published(
             pool_id,
@@ -336,6 +336,9 @@ class PoolCore:
         n["acquires"] += len(hits)
         n["hits"] += len(hits)
         hit_keys = dict.fromkeys(hits)  # a key's last_used is set once
+        if self.debug and hits:  # debug turned on since (no caller context)
+            for key in hits:
+                self._log("debug", "pool.acquire.hit", key, {})
         for note in notes:
             kind = note[0]
             if kind == HIT:
@@ -447,6 +450,17 @@ class PoolCore:
         )
         if not queued and cid in queue:
             queue.remove(cid)
+
+    @property
+    def debug(self) -> bool:
+        """Whether debug events are wanted (set by the shell with the counter's
+        lock held, each event; callers' notes carry a context only then)."""
+        return self._debug
+
+    @debug.setter
+    def debug(self, on: bool) -> None:
+        self._debug = on
+        self.published.debug_on = on
 
     # --- for the parts --------------------------------------------------------
 

@@ -58,7 +58,7 @@ class PoolRef(pykka.ActorRef[Any]):
         counter.lock = lock = threading.Lock()
         counter.claim = replies.claim
         counter.register = lambda: replies.register(self.withdraw)
-        counter.wake, counter.debug = self.wake, events.debug_known
+        counter.wake = self.wake
         counter.context = get_contextvars
         counter.on_lost = lambda lease: self.tell_quietly(LeaseLost(lease))
         return lock

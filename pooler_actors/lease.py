@@ -47,6 +47,7 @@ class Lease(Generic[K, T]):
         rid: int,
         lid: int,
         handle: object = None,
+        on_lost: Callable[[Lease[Any, Any]], None] | None = None,
     ):
         self.key = key
         self.resource = resource
@@ -58,7 +59,7 @@ class Lease(Generic[K, T]):
         self._resetting = False  # a checkin runs the pool's `reset` first
         #: Called with the lease if it is collected while still out (set by
         #: the pool): a lease dropped without a checkin is not lost for good.
-        self.on_lost: Callable[[Lease[Any, Any]], None] | None = None
+        self.on_lost = on_lost
 
     def claim_checkin(self, reset: bool = False) -> bool:
         """Whether this is the lease's first checkin (under the pool's counter

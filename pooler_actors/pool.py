@@ -125,9 +125,13 @@ class Pool(FacadeBase[K, T]):
 
         Raises as [acquire][pooler_actors.Pool.acquire] does.
         """
-        wait = self._timeout(timeout)  # a bad timeout changes nothing
-        check = self.options.check
+        options = self.options
+        wait = options.acquire_timeout if timeout is None else self._timeout(timeout)
+        check = options.check
         if check is None:
+            lease = self._counter.take(key)  # (the common case, without a call)
+            if lease is not MISS:
+                return cast("Lease[K, T]", lease)
             return self._checkout(key, timeout, wait)
         tries = self._checks(key, timeout, wait)
         while True:

@@ -2,8 +2,8 @@
 
 It feeds each message, due timer and batch of counter notes to its
 [PoolCore][pooler_actors._core.PoolCore] with the time, then carries out the
-effects the core returns. It decides nothing about the pool. Its loop waits on
-the mailbox until the core's next deadline: timers need no other thread.
+effects the core returns. It decides nothing about the pool; timers need no
+other thread: its loop waits on the mailbox until the core's next deadline.
 """
 
 from __future__ import annotations
@@ -211,9 +211,10 @@ class PoolSupervisor(PoolActor):
 
     def _step(self, event: Callable[[float], None]) -> None:
         """Feed one event to the core under the counter's lock, then its effects."""
-        self._core.debug = self._events.debug_known()  # debug events if logged
+        debug = self._events.debug_known()  # debug events if logged
         try:
             with self._lock:
+                self._core.debug = debug  # (and the counter's, for callers)
                 event(monotonic())
             effects = self._core.effects
             while effects:

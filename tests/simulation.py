@@ -507,7 +507,6 @@ class Sim:
         # How often each thread gets to run (PCT-style priorities): a slow
         # one stays stopped before a counter call across many events.
         self.speeds = [rng.choice([1.0, 1.0, 0.2, 0.03]) for _ in range(self.n_strands)]
-        self.debug_known = rng.choice([True, False, False, None])
         # The shell.
         self.inbox: deque[tuple[Any, ...]] = deque()
         self.next_cid = 0
@@ -592,7 +591,6 @@ class Sim:
         pub.claim = self._claim_reply
         pub.register = self._register
         pub.wake = self._wake
-        pub.debug = self._debug
         pub.context = lambda: {"sim": True}
         pub.on_lost = self._on_lost
         self.exclusive = pub.exclusive
@@ -2052,12 +2050,6 @@ class Sim:
             self.held.append(Held(lease, self.rng.random() < self.p_forget))
         if req.future is not None:
             req.future.settled()
-
-    def _debug(self) -> bool:
-        """`Counter.debug`: whether callers' notes carry a context (a note in
-        `notes`) or not (a bare key in `hits`)."""
-        known = self.debug_known
-        return self.rng.random() < 0.5 if known is None else known
 
     def _wake(self) -> None:
         """`PoolRef.wake`: tell the supervisor that notes wait."""

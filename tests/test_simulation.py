@@ -110,7 +110,8 @@ def test_the_simulation_catches_a_withdrawn_caller_left_in_the_queue(
     """Defect 3: a caller that gave up stayed queued and was later granted."""
     _forget_withdrawals(monkeypatch)
     found = _first_violation(SEARCH_SEEDS)
-    assert "after its give-up" in str(found.violation)
+    violation = str(found.violation)  # granted later, or its record kept
+    assert "after its give-up" in violation or "give-up records" in violation
 
 
 def test_the_simulation_catches_a_refresh_invisible_to_callers(
