@@ -146,8 +146,7 @@ class _State:
         single: bool = False,
     ) -> None:
         self.pool_id = pool_id
-        #: The one lock (invariant 1); the shell sets a real one before any
-        #: caller can reach the counter.
+        #: The one lock (invariant 1): the shell's, set before callers come.
         self.lock: AbstractContextManager[Any] = nullcontext()
         #: Leases are exclusive (`max_holders=1`): checkins go to idle lists.
         self.exclusive = exclusive
@@ -159,16 +158,14 @@ class _State:
         self.idle: dict[Hashable, list[Any]] = {}
         #: Keys with callers queued in the core: the counter stays out of them.
         self.waiting: set[Hashable] = set()
-        #: Callers wait for a slot: an idle resource may be reclaimed for them,
-        #: so a checkin is urgent news.
+        #: Callers wait for a slot (a reclaim may serve them): checkins are urgent.
         self.starved = False
-        #: Exclusive mode: key -> the numbers (cids) of its queued callers, in
-        #: order, that a checkin may hand its resource to.
+        #: Exclusive mode: key -> its queued callers' numbers (cids), in order.
         self.queue: dict[Hashable, deque[int]] = {}
         #: A checkout may queue itself in `queue` (exclusive, no `max_waiting`).
         self.direct = direct
-        #: `max_per_key == 1`: a known key with nothing idle has its one
-        #: resource in use (or coming), so a checkout may queue itself.
+        #: `max_per_key == 1`: a known key with nothing idle has its resource
+        #: in use (or coming), so a checkout may queue itself.
         self.single = single
         #: The pool's name once it has stopped: notes are read no more.
         self.closed: str | None = None
@@ -178,15 +175,13 @@ class _State:
         self.hits: deque[Hashable] = deque()
         #: The doorbell: `QUIET`, `POLLING`, `WOKEN`.
         self.noted = QUIET
-        # The shell's hooks (`wake` is called after the lock is released, but
-        # when an interrupt lands past a note; `claim` and `register` only
-        # take a reply future's own small lock).
+        # The shell's hooks (`wake` runs after the lock is released but for an
+        # interrupted note; `claim`/`register` take only a future's own lock).
         self.wake: Callable[[], None] = _nothing
         self.claim: Callable[[int], Callable[[Any], None] | None] = _nobody
         self.register: Callable[[], tuple[int, Any]] | None = None
         self.context: Callable[[], dict[str, Any]] = _no_context
-        #: Whether notes carry the caller's context (debug events are wanted):
-        #: the core's copy, set with each event.
+        #: Notes carry the caller's context (the core's debug flag, each event).
         self.debug_on = True
         #: The last lease id given out (every lease of the pool is made here).
         self.lids = 0
@@ -325,10 +320,9 @@ class Counter(_State):
                 res.handed_out = True  # a plain acquire() got it: never reclaimed
                 if self.debug_on:
                     ring = self._add(self.notes, (HIT, key, self.context()), False)
-                else:  # the cheapest note: rung first (an interrupt between
-                    if self.noted == QUIET:  # the two wakes for nothing)
-                        ring = True
-                        self.noted = WOKEN
+                else:  # the cheapest note, rung first (an interrupt between
+                    ring = self.noted == QUIET  # the two wakes for nothing)
+                    self.noted = WOKEN if ring else self.noted
                     self.hits.append(key)
         finally:
             if ring:
@@ -460,7 +454,7 @@ class Counter(_State):
         with self.lock:
             return lease.hold_for_reset()
 
-    def _check_lease(self, lease: object) -> None:
+    def _check_lease(self, lease: object) -> None:  # (nothing changes if it raises)
         if not isinstance(lease, Lease):
             raise TypeError(f"checkin needs a Lease, got {lease!r}")
         if lease.pool is not self.pool_id:

@@ -298,7 +298,8 @@ def test_the_simulation_catches_a_reclaim_of_a_held_resource(
 
     monkeypatch.setattr(Placement, "reclaim", blind)
     found = _first_violation(SEARCH_SEEDS)
-    assert "taken by reclaimed" in str(found.violation)
+    violation = str(found.violation)  # seen as it leaves service, or as it closes
+    assert "taken by reclaimed" in violation or "uses it" in violation, violation
 
 
 def test_the_simulation_catches_a_reclaim_of_an_acquired_resource(
