@@ -26,14 +26,17 @@ core appends to `effects`. Callers are numbers (`cid`), resources too
   release, release-all, prewarm, refresh, close.
 - `health` ([_health][pooler_actors._health]): the `health` timer, the sweep
   in progress, pings and their timeout.
+- `sizing` ([_sizing][pooler_actors._sizing]): `resize`, the keys kept warm
+  and their backoff, `pop_stats`'s baseline.
 
 The coordinator keeps what the parts share (options, counters `n`, timers,
 `effects`, `closing`, the keys to serve next) and the hit path's side of the
 core: `Published` and the callers' notes (`notes`, `_given`, `_asked`, ...).
 Every public method is one event (most are a part's, bound in `__init__`);
 each ends in `pump`: serve the waiting callers of keys whose situation
-changed, hand free slots to the slot queue, reclaim idle resources while
-callers wait for a slot, and finish a shutdown once nothing counts any more.
+changed, hand free slots to the slot queue, create warm keys with a slot
+nobody waits for, reclaim idle resources while callers wait for a slot, and
+finish a shutdown once nothing counts any more.
 """
 
 from __future__ import annotations
