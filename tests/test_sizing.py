@@ -150,3 +150,18 @@ def test_async_pool_resize_and_pop_stats() -> None:
                 await pool.resize(0)
 
     asyncio.run(main())
+
+
+def test_async_pool_keeps_keys_warm() -> None:
+    factory = Factory()
+
+    async def main() -> None:
+        async with AsyncPool(factory, keep_warm=("a",)) as pool:
+            for _ in range(1000):  # the creation runs in the background
+                if (await pool.stats()).open == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert await pool.contains("a")
+            assert factory.calls == ["a"]
+
+    asyncio.run(main())

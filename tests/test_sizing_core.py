@@ -195,3 +195,13 @@ def test_pop_stats_counts_since_its_last_call_and_stats_stays_cumulative() -> No
     assert _replies(core)[5].value.acquires == 0
     core.stats(6)
     assert _replies(core)[6].value.acquires == 2
+
+
+def test_resize_and_warm_backoff_are_logged() -> None:
+    core = _core(max_open_resources=2, create_retries=0, keep_warm=("a",))
+    (start,) = _take(core, fx.Start)
+    core.failed(0.1, start.rid, start.attempt, OSError("down"))
+    core.resize(0.2, 1, 1)
+    logs = {e.event: e.fields for e in core.effects if isinstance(e, fx.Log)}
+    assert logs["pool.warm.backoff"]["failures"] == 1
+    assert logs["pool.resized"] == {"max_open_resources": 1, "was": 2, "retired": 0}
