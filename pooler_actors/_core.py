@@ -26,14 +26,17 @@ core appends to `effects`. Callers are numbers (`cid`), resources too
   release, release-all, prewarm, refresh, close.
 - `health` ([_health][pooler_actors._health]): the `health` timer, the sweep
   in progress, pings and their timeout.
+- `sizing` ([_sizing][pooler_actors._sizing]): `resize`, the keys kept warm
+  and their backoff, `pop_stats`'s baseline.
 
 The coordinator keeps what the parts share (options, counters `n`, timers,
 `effects`, `closing`, the keys to serve next) and the hit path's side of the
 core: `Published` and the callers' notes (`notes`, `_given`, `_asked`, ...).
 Every public method is one event (most are a part's, bound in `__init__`);
 each ends in `pump`: serve the waiting callers of keys whose situation
-changed, hand free slots to the slot queue, reclaim idle resources while
-callers wait for a slot, and finish a shutdown once nothing counts any more.
+changed, hand free slots to the slot queue, create warm keys with a slot
+nobody waits for, reclaim idle resources while callers wait for a slot, and
+finish a shutdown once nothing counts any more.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from pooler_actors._lifecycle import Phase
 from pooler_actors._ops import Ops
 from pooler_actors._part import NO_KEY
 from pooler_actors._placement import Placement
+from pooler_actors._sizing import Sizing
 from pooler_actors._timers import Timers
 from pooler_actors._waiters import Caller, Waiters
 from pooler_actors.errors import PoolClosedError
@@ -138,6 +142,7 @@ class PoolCore:
         self.placement = Placement(self)
         self.ops = ops = Ops(self)
         self.health = health = Health(self)
+        self.sizing = sizing = Sizing(self)
         self.keys = inv.keys  # the parts' own maps, read here and by tests
         self.resources = inv.resources
         self.callers = w.callers
@@ -164,8 +169,10 @@ class PoolCore:
             self._back_in_service,
         )
         self.snapshot = inv.snapshot
+        self.resize, self.pop_stats = sizing.resize, sizing.pop_stats
         self._timer_handlers: dict[str, Callable[[float, int], None]] = {}
-        for part in (inv, self.creations, fleet, w, self.placement, ops, health):
+        parts = (inv, self.creations, fleet, w, self.placement, ops, health, sizing)
+        for part in parts:
             self._timer_handlers.update(part.handlers())
 
     @property
@@ -184,6 +191,7 @@ class PoolCore:
             max_open_resources=self.cap,
             health_check_interval=self.options.health_check_interval,
         )
+        self._pump(now)  # keys kept warm
 
     def checkin(
         self, now: float, cid: int, lease: Lease[Any, Any], broken: bool
@@ -215,6 +223,7 @@ class PoolCore:
         self.closing = reason
         self._log("debug", "pool.closing", reason=reason)
         self.health.stop()
+        self.sizing.stop()
         self.waiters.fail_all(now, PoolClosedError(self.name))
         self.ops.cancel_refills(None)
         for res in list(self.resources.values()):
@@ -222,6 +231,9 @@ class PoolCore:
                 # Its factory may never return: give it close_timeout.
                 self.timers.cancel(res.timers.get("create"))
                 self.inventory.timer(res, "create", now + self.options.close_timeout)
+            elif res.phase is Phase.RETIRING and "drain" not in res.timers:
+                # Retired by a resize: its holders get drain_timeout now.
+                self.inventory.timer(res, "drain", now + self.options.drain_timeout)
             self._retire(now, res, "pool_closed")
         self._pump(now)
 
@@ -473,6 +485,7 @@ class PoolCore:
             if entry is not None and entry.waiters:
                 self.placement.serve_key(now, entry)
         self.placement.wake(now)
+        self.sizing.fill(now)
         slots = self.waiters.slots
         self.published.starve(bool(slots))
         if slots and self.used >= self.cap and self.options.reclaim_idle:

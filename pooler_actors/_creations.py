@@ -89,6 +89,7 @@ class Creations(Part):
         res.last_used = now
         self.core.inventory.move(now, res, "ready")
         self.n["created"] += 1
+        self.core.sizing.opened(res.key)
         self.core.log(
             "info",
             "pool.acquire.created",
@@ -198,6 +199,7 @@ class Creations(Part):
             self.core.inventory.move(now, res, "timed_out")
         else:
             self.core.inventory.move(now, res, "failed")
+        self.core.sizing.failed(now, res.key)
 
     def on_create_timeout(self, now: float, rid: int) -> None:
         res = self.core.inventory.timer_fired(rid, "create")

@@ -136,3 +136,4 @@ class Fleet(Part):
             self.effects.append(CancelSlot(res.rid))
             self.core.inventory.unmap(res)
             self.core.inventory.move(now, res, "cancelled")
+            self.core.sizing.failed(now, res.key)  # a warm key waits a while

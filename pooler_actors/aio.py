@@ -32,10 +32,12 @@ from pooler_actors.messages import (
     Contains,
     GetStats,
     ListResources,
+    PopStats,
     Prewarm,
     Refresh,
     Release,
     ReleaseAll,
+    Resize,
     check_timeout,
 )
 from pooler_actors.options import PoolOptions
@@ -253,6 +255,14 @@ class AsyncPool(FacadeBase[K, T]):
     async def stats(self) -> Stats:
         """A snapshot of the pool's statistics."""
         return cast(Stats, await self._ask(GetStats()))
+
+    async def pop_stats(self) -> Stats:
+        """See [Pool.pop_stats][pooler_actors.Pool.pop_stats]."""
+        return cast(Stats, await self._ask(PopStats()))
+
+    async def resize(self, max_open_resources: int) -> None:
+        """See [Pool.resize][pooler_actors.Pool.resize]."""
+        await self._ask(Resize(max_open_resources))
 
     async def snapshot(self) -> list[tuple[K, T]]:
         """`(key, resource)` pairs of open resources, in creation order."""

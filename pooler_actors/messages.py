@@ -25,10 +25,12 @@ __all__ = [
     "GetStats",
     "ListResources",
     "PoolStopped",
+    "PopStats",
     "Prewarm",
     "Refresh",
     "Release",
     "ReleaseAll",
+    "Resize",
     "Unwatch",
     "Watch",
 ]
@@ -145,6 +147,37 @@ class Contains:
 @dataclass(frozen=True, slots=True)
 class GetStats:
     """Reply: a [Stats][pooler_actors.Stats] snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class PopStats:
+    """Reply: a [Stats][pooler_actors.Stats] snapshot whose counters count
+    since the last `PopStats` (since the start for the first), which resets
+    them; gauges are current values. `GetStats` is unaffected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resize:
+    """Set `max_open_resources` to `max_open_resources` at run time; reply
+    `None` when done.
+
+    Growing frees slots at once (waiting callers are served). Shrinking
+    retires resources in service until at most the new cap are: idle ones
+    first (least recently used first), then creations nobody waits for,
+    then held ones, which close at their last checkin, never under a holder.
+    Done: every resource it retired is closed, or retiring with holders.
+    An int >= 1 (else `TypeError` / `ValueError` here); the pool refuses one
+    below `max_per_key` with `ValueError`, changing nothing.
+    """
+
+    max_open_resources: int
+
+    def __post_init__(self) -> None:
+        n = self.max_open_resources
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"max_open_resources must be an int, got {n!r}")
+        if n < 1:
+            raise ValueError(f"max_open_resources must be >= 1, got {n!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -91,6 +91,12 @@ class PoolOptions:
             resource's actor, never in the supervisor's thread; in an
             `AsyncPool` either may be `async def`.
         name: the pool's name in logs, stats and `repr`; `pool-N` by default.
+        keep_warm: keys kept warm: each gets a resource created in the
+            background when the pool starts and again after any close,
+            eviction or expiry, as far as the cap allows and no caller waits
+            for a slot (waiters first). A creation that fails for good waits
+            `create_backoff`, doubling per failure in a row (at most 60 s),
+            before the key is tried again. Stored as a tuple. Default `()`.
     """
 
     max_open_resources: int = 10
@@ -115,6 +121,7 @@ class PoolOptions:
     ping: Callable[[Any], object] | None = None
     close: Callable[[Any], object] | None = None
     name: str = field(default_factory=_default_name)
+    keep_warm: Collection[Hashable] = ()
 
     def __post_init__(self) -> None:
         _check_int("max_open_resources", self.max_open_resources, minimum=1)
@@ -162,6 +169,7 @@ class PoolOptions:
             )
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+        object.__setattr__(self, "keep_warm", _check_keys(self.keep_warm))
 
     @property
     def shared(self) -> bool:
@@ -189,6 +197,20 @@ def build_options(options: PoolOptions | None, kwargs: dict[str, Any]) -> PoolOp
     if unknown:
         raise TypeError(f"unknown pool option(s): {', '.join(sorted(unknown))}")
     return PoolOptions(**kwargs)
+
+
+def _check_keys(keys: object) -> tuple[Hashable, ...]:
+    if isinstance(keys, str | bytes) or not isinstance(keys, Collection):
+        raise TypeError(
+            f"keep_warm must be a collection of keys, got {keys!r} "
+            "(wrap one key in a list)"
+        )
+    for key in keys:
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(f"keep_warm keys must be hashable, got {key!r}") from None
+    return tuple(dict.fromkeys(keys))
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

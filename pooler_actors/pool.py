@@ -23,10 +23,12 @@ from pooler_actors.messages import (
     Contains,
     GetStats,
     ListResources,
+    PopStats,
     Prewarm,
     Refresh,
     Release,
     ReleaseAll,
+    Resize,
     check_timeout,
 )
 from pooler_actors.options import PoolOptions, build_options
@@ -214,6 +216,33 @@ class Pool(FacadeBase[K, T]):
     def stats(self) -> Stats:
         """A snapshot of the pool's gauges and counters."""
         return cast(Stats, self._ref.ask(GetStats()))
+
+    def pop_stats(self) -> Stats:
+        """The stats, with the counters since the last `pop_stats()` (since
+        the start for the first), which resets them; gauges are current values.
+
+        `stats()` is unaffected: its counters stay cumulative.
+        """
+        return cast(Stats, self._ref.ask(PopStats()))
+
+    def resize(self, max_open_resources: int) -> None:
+        """Set the cap at run time; returns when done.
+
+        Growing frees slots at once (waiting callers are served). Shrinking
+        retires resources until at most `max_open_resources` are in service:
+        idle ones first (least recently used first), then creations nobody
+        waits for, then held ones; a held one is never closed under its
+        holders but at its last checkin. Until then the cap is exceeded only
+        by resources leaving (retiring or closing), and no creation starts.
+        Returns once every resource it retired is closed, or retiring with
+        holders. `stats().max_open_resources` is the new cap.
+
+        Raises:
+            TypeError: not an int.
+            ValueError: below 1, or below `max_per_key` (nothing changes).
+            PoolClosedError: the pool is closed.
+        """
+        self._ref.ask(Resize(max_open_resources))
 
     def all(self) -> Iterator[tuple[K, T]]:
         """Iterate `(key, resource)` over a snapshot, in creation order."""

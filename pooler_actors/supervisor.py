@@ -21,27 +21,13 @@ import pykka
 from pooler_actors import _counter, _pykka
 from pooler_actors import _effects as fx
 from pooler_actors import _messages as im
+from pooler_actors import messages as pm
 from pooler_actors._capacity import CapacityDriver
 from pooler_actors._core import NO_KEY, PoolCore
 from pooler_actors._events import Events
 from pooler_actors._future import PoolFuture, Replies
 from pooler_actors._ref import Mailbox, PoolActor, PoolRef, live_pools
 from pooler_actors.errors import PoolClosedError
-from pooler_actors.messages import (
-    Acquire,
-    Checkin,
-    Checkout,
-    Contains,
-    GetStats,
-    ListResources,
-    PoolStopped,
-    Prewarm,
-    Refresh,
-    Release,
-    ReleaseAll,
-    Unwatch,
-    Watch,
-)
 from pooler_actors.options import PoolOptions
 from pooler_actors.resource import BaseResourceActor, ResourceActor, ResourceActors
 from pooler_actors.stats import Stats
@@ -103,18 +89,20 @@ class PoolSupervisor(PoolActor):
             )
         cid = self._cid
         self._on_message: dict[type, Callable[[float, Any, Any], None]] = {
-            Acquire: lambda t, m, r: self._acquire(t, m, r, hold=False),
-            Checkout: lambda t, m, r: self._acquire(t, m, r, hold=True),
-            Checkin: lambda t, m, r: c.checkin(t, cid(r), m.lease, m.broken),
-            Release: lambda t, m, r: c.release(t, cid(r), m.key),
-            ReleaseAll: lambda t, m, r: c.release_all(t, cid(r)),
-            Contains: lambda t, m, r: c.contains(cid(r), m.key),
-            GetStats: lambda t, m, r: c.stats(cid(r)),
-            ListResources: lambda t, m, r: c.list_resources(cid(r)),
-            Prewarm: lambda t, m, r: c.prewarm(t, cid(r), m.keys),
-            Refresh: lambda t, m, r: c.refresh(t, cid(r), m.key),
-            Watch: lambda t, m, r: self._watch(m.watcher, r, add=True),
-            Unwatch: lambda t, m, r: self._watch(m.watcher, r, add=False),
+            pm.Acquire: lambda t, m, r: self._acquire(t, m, r, hold=False),
+            pm.Checkout: lambda t, m, r: self._acquire(t, m, r, hold=True),
+            pm.Checkin: lambda t, m, r: c.checkin(t, cid(r), m.lease, m.broken),
+            pm.Release: lambda t, m, r: c.release(t, cid(r), m.key),
+            pm.ReleaseAll: lambda t, m, r: c.release_all(t, cid(r)),
+            pm.Contains: lambda t, m, r: c.contains(cid(r), m.key),
+            pm.GetStats: lambda t, m, r: c.stats(cid(r)),
+            pm.ListResources: lambda t, m, r: c.list_resources(cid(r)),
+            pm.Prewarm: lambda t, m, r: c.prewarm(t, cid(r), m.keys),
+            pm.Refresh: lambda t, m, r: c.refresh(t, cid(r), m.key),
+            pm.Resize: lambda t, m, r: c.resize(t, cid(r), m.max_open_resources),
+            pm.PopStats: lambda t, m, r: c.pop_stats(cid(r)),
+            pm.Watch: lambda t, m, r: self._watch(m.watcher, r, add=True),
+            pm.Unwatch: lambda t, m, r: self._watch(m.watcher, r, add=False),
             im.Withdraw: lambda t, m, r: c.give_up(t, m.future.cid),
             im.HealthTick: lambda t, m, r: c.health_check(t),
             im.Notes: lambda t, m, r: self._notes(t, woken=True),
@@ -297,5 +285,5 @@ class PoolSupervisor(PoolActor):
             self._fleet.close(self.options.close_timeout)
         for watcher in self._watchers:
             with contextlib.suppress(pykka.ActorDeadError):
-                watcher.tell(PoolStopped(self.name, effect.reason))
+                watcher.tell(pm.PoolStopped(self.name, effect.reason))
         live_pools.discard(cast(PoolRef, self.actor_ref))

@@ -59,6 +59,16 @@ resources in service or in creation and with the leases out; FIFO per key
 holds for callers queued in the core; nobody is granted after giving up.
 Refreshes are steered toward keys with a creation in flight.
 
+Sizing (SPEC 12), from a source of its own (a seed's other draws are as
+before): a few seeds keep one or two keys warm (`keep_warm`), and callers
+now and then `resize` the pool (to `max_per_key`..5) or `pop_stats`. The cap
+is strict except after a shrink: the resources in service (in the key map)
+never exceed the cap, and while more than the cap count, their number never
+grows (only resources leaving are over it); a resize's reply comes once each
+resource it retired is closed or retiring (a held one: no drain timer, it
+closes at its checkin); `pop_stats` counts since the last one, with the
+gauges of the moment.
+
 Library bugs the simulation found are listed in `KNOWN_BUGS`: excused by
 default (the simulation then behaves as the proposed fix would), shown with
 `--strict`.
@@ -86,7 +96,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pooler_actors import _effects as fx
@@ -110,6 +120,7 @@ from pooler_actors._lifecycle import COUNTED, Phase
 from pooler_actors.errors import AcquireTimeout, PoolClosedError, TooManyWaiters
 from pooler_actors.lease import Lease
 from pooler_actors.options import PoolOptions
+from pooler_actors.stats import COUNTERS, GAUGES, Stats
 
 __all__ = ["Sim", "SimResult", "Violation", "main", "run_seed", "run_seeds"]
 
@@ -474,7 +485,18 @@ class Sim:
         # releases and refreshes) keeps resources open: the counter serves
         # most calls there. Other worlds are turbulent.
         self.calm = rng.random() < 0.4
-        self.opts = opts = self._options(rng, self.calm)
+        # Sizing (SPEC 12) draws from its own source, so the other draws of
+        # a seed are the ones they were before it existed.
+        sizing = self.sizing_rng = random.Random(seed * 104729 + 3)
+        warm = [f"k{i}" for i in range(2)] if sizing.random() < 0.3 else []
+        self.opts = opts = replace(
+            self._options(rng, self.calm), keep_warm=warm[: sizing.randint(1, 2)]
+        )
+        # The most resources may count while over a shrunk cap: what counted
+        # just after the shrink, then never more (resources only leave).
+        self.over = opts.max_open_resources
+        self.popped: dict[str, Any] = {}  # the counters at the last pop_stats
+        self.pop_total = Stats()
         self.shared = opts.shared
         self.pool_id = object()
         jitter = random.Random(seed * 7919 + 1).random
@@ -1098,6 +1120,31 @@ class Sim:
             self._feed("contains", lambda _now: core.contains(cid, req.key))
         elif kind == "stats":
             self._feed("stats", lambda _now: core.stats(cid))
+        elif kind == "pop_stats":
+            self.pop_total = core.snapshot()  # what the reply is checked against
+            self._feed("pop_stats", lambda _now: core.pop_stats(cid))
+        elif kind == "resize":
+            before = {r.rid: r for r in core.resources.values() if r.mapped}
+            self._feed("resize", lambda now: core.resize(now, cid, req.arg))
+            req.targets = tuple(rid for rid, r in before.items() if not r.mapped)
+            if core.closing is None:
+                self._seen("resize: shrink" if req.targets else "resize")
+                if any(
+                    core.resources[rid].phase is Phase.RETIRING
+                    for rid in req.targets
+                    if rid in core.resources
+                ):
+                    self._seen("resize: a held resource retires")
+                self.over = max(core.cap, core.used)
+                service = [
+                    r
+                    for r in core.resources.values()
+                    if r.mapped and r.phase in COUNTED
+                ]
+                if len(service) > core.cap:
+                    raise Violation(
+                        f"resize({req.arg}) left {len(service)} resources in service"
+                    )
         elif kind == "list":
             self._feed("list", lambda _now: core.list_resources(cid))
         elif kind == "health":
@@ -1303,7 +1350,7 @@ class Sim:
                 self._core_rang(rang)
         if kind == "contains":
             self._check_contains(req, value)
-        if kind in ("release", "release_all"):
+        if kind in ("release", "release_all", "resize"):
             self._check_release_reply(req, value)
         elif kind == "refresh":
             if not isinstance(value, bool):
@@ -1319,8 +1366,10 @@ class Sim:
                 res = self.core.resources.get(obj.rid)
                 if res is None or res.phase is not Phase.OPEN or res.key != key:
                     raise Violation(f"list_resources() shows {obj!r}, not open")
-        elif kind == "stats" and value.open_resources > self.opts.max_open_resources:
+        elif kind == "stats" and value.open_resources > max(self.core.cap, self.over):
             raise Violation(f"stats.open_resources={value.open_resources} > the cap")
+        elif kind == "pop_stats":
+            self._check_pop_stats(self.pop_total, value)
 
     def _lease_out(self, lease: Lease[Any, Any], who: str) -> None:
         """A lease is out (granted, taken or handed on at the counter) until
@@ -1431,11 +1480,25 @@ class Sim:
                 raise Violation(
                     f"{req.kind} answered while resource {rid} is {res.phase.value}"
                 )
-        if req.kind == "release_all":
+        if req.kind in ("release_all", "resize"):
             if value is not None:
-                raise Violation(f"release_all() gave {value!r}")
+                raise Violation(f"{req.kind}() gave {value!r}")
         elif not isinstance(value, bool) or (req.expect and not value):
             raise Violation(f"release({req.key!r}) of an open key gave {value!r}")
+
+    def _check_pop_stats(self, total: Stats, value: Stats) -> None:
+        """`pop_stats` counts since the last one; gauges are now's."""
+        for name in COUNTERS:
+            since = getattr(total, name) - self.popped.get(name, 0)
+            if not math.isclose(getattr(value, name), since, abs_tol=1e-9):
+                raise Violation(
+                    f"pop_stats().{name}={getattr(value, name)}, {since} since the "
+                    "last one"
+                )
+        for name in GAUGES:
+            if getattr(value, name) != getattr(total, name):
+                raise Violation(f"pop_stats().{name} is not the gauge now")
+        self.popped = {name: getattr(total, name) for name in COUNTERS}
 
     def _check_prewarm_reply(self, req: Req, value: Any) -> None:
         keys = list(dict.fromkeys(req.arg))
@@ -1600,6 +1663,13 @@ class Sim:
         return req
 
     def _client(self) -> None:
+        sizing = self.sizing_rng
+        if sizing.random() < 0.03:
+            if sizing.random() < 0.3:
+                self._send("pop_stats")
+            else:  # never below max_per_key: that is refused in the caller
+                self._send("resize", arg=sizing.randint(self.opts.max_per_key, 5))
+            return
         rng = self.rng
         key = rng.choice(self.keys)
         x = rng.random() * 100
@@ -2441,8 +2511,14 @@ class Sim:
         cap = core.cap
         if core.used != len(counted):
             raise Violation(f"core.used={core.used}, {len(counted)} counted")
-        if core.used > cap:
+        # Over a shrunk cap only while resources leave, never by a new one.
+        self.over = cap if core.used <= cap else min(self.over, core.used)
+        if core.used > max(cap, self.over):
             raise Violation(f"cap: {core.used} resources counted > {cap}")
+        service = sum(1 for r in counted if r.mapped)
+        if service > cap:
+            raise Violation(f"cap: {service} resources in service > {cap}")
+        cap = max(cap, self.over)
         existing = 0
         for actor in self.actors:
             if actor.dead or actor.abandoned:
@@ -2783,6 +2859,9 @@ class Sim:
             raise Violation("timers: cancelled handles not in the heap")
         live = len(timers)
         bound = 6 * len(core.resources) + len(core.callers) + 2
+        bound += len(core.sizing.blocked)  # warm keys waiting after failures
+        if core.sizing.blocked:
+            self._seen("a warm key backs off")
         if live > bound:
             kinds = sorted(e[2] for e in heap if e[1] not in cancelled)
             raise Violation(f"timers: {live} live > {bound}: {kinds}")
@@ -2797,6 +2876,8 @@ class Sim:
             raise Violation("the health timer is not armed")
         for res in core.resources.values():
             if res.phase is Phase.RETIRING and res.timers.get("drain") not in armed:
+                if res.reason == "resized" and core.closing is None:
+                    continue  # closed at its last checkin, never under it
                 raise Violation(f"retiring resource {res.rid} has no drain timer")
 
     def _check_fleet(self) -> None:

@@ -27,6 +27,7 @@ CORE = [
     "_placement.py",
     "_ops.py",
     "_health.py",
+    "_sizing.py",
     "_lifecycle.py",
     "_timers.py",
     "_effects.py",
