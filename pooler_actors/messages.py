@@ -89,7 +89,7 @@ class Acquire(_Request):
     resource.
 
     `timeout` bounds the whole acquire, queueing and creation: `None` uses
-    the pool's `acquire_timeout` (default: wait forever), `0` never queues
+    the pool's `acquire_timeout` (default: 30 s), `0` never queues
     for a slot. The caller's structlog context variables are taken when the
     message is made and travel with it.
     """
