@@ -55,7 +55,7 @@ from functools import partial
 from typing import Any
 
 from pooler_actors.errors import PoolClosedError
-from pooler_actors.lease import Lease
+from pooler_actors.lease import Lease, not_a_lease
 
 __all__ = [
     "ASK",
@@ -460,8 +460,11 @@ class Counter(_State):
         caller queued for its key, or back to its idle list, with its note.
 
         Raises:
+            TypeError: `lease` is not a `Lease`.
             ValueError: the lease is of another pool.
         """
+        if type(lease) is not Lease:
+            raise not_a_lease(lease)
         if lease.pool is not self.pool_id:
             raise ValueError(f"{lease!r} was not granted by this pool")
         ring = False

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from pooler_actors.errors import short_repr
 
-__all__ = ["Lease"]
+__all__ = ["Lease", "not_a_lease"]
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -107,3 +107,11 @@ class Lease(Generic[K, T]):
     def lid(self) -> int:
         """The lease's own id, unique in its pool."""
         return self._lid
+
+
+def not_a_lease(value: object) -> TypeError:
+    """The error of a checkin given `value`, not a lease (the same message
+    for `Pool.checkin`, `AsyncPool.checkin` and the `Checkin` message)."""
+    return TypeError(
+        f"checkin needs a Lease, got {short_repr(value)} (a {type(value).__qualname__})"
+    )

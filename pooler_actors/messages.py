@@ -15,7 +15,7 @@ import pykka
 from structlog.contextvars import get_contextvars
 
 from pooler_actors.errors import short_repr
-from pooler_actors.lease import Lease
+from pooler_actors.lease import Lease, not_a_lease
 
 __all__ = [
     "Acquire",
@@ -113,8 +113,8 @@ class Checkin:
     broken: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.lease, Lease):
-            raise TypeError(f"Checkin needs a Lease, got {self.lease!r}")
+        if type(self.lease) is not Lease:
+            raise not_a_lease(self.lease)
 
 
 @dataclass(frozen=True, slots=True)

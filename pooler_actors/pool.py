@@ -129,6 +129,7 @@ class Pool(FacadeBase[K, T]):
         or after the pool closed, returns `True` and changes nothing).
 
         Raises:
+            TypeError: `lease` is not a `Lease` (say, `lease.resource`).
             ValueError: the lease is of another pool.
         """
         return self._counter.checkin(lease, broken)

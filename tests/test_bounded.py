@@ -4,13 +4,14 @@ checkin's argument check (SPEC 12: "Bounded waits by default", "Messages",
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable
 from typing import Any
 
 import pytest
 from resources import Res
 
-from pooler_actors import AcquireTimeout, Pool, PoolOptions
+from pooler_actors import AcquireTimeout, AsyncPool, Checkin, Pool, PoolOptions
 
 
 def new_pool(**options: Any) -> Pool[Hashable, Res]:
@@ -38,3 +39,45 @@ def test_a_nested_lease_of_the_same_key_times_out_instead_of_hanging() -> None:
             assert outer.key == "a"
         with pool.lease("a") as again:  # the pool still serves the key
             assert again.key == "a"
+
+
+# --- a wrong argument to checkin ----------------------------------------------
+
+
+def test_checkin_of_a_resource_is_a_type_error_on_both_paths() -> None:
+    with new_pool(max_holders=1) as pool:
+        lease = pool.checkout("a")
+        with pytest.raises(TypeError) as direct:
+            pool.checkin(lease.resource)  # type: ignore[arg-type]
+        with pytest.raises(TypeError) as message:
+            Checkin(lease.resource)  # type: ignore[arg-type]
+        assert str(direct.value) == str(message.value)
+        assert str(direct.value).startswith("checkin needs a Lease, got <")
+        # Nothing changed: the lease is still out, and checks in once.
+        assert pool.stats().holders == 1
+        assert pool.checkin(lease) is True
+        assert pool.checkin(lease) is False
+
+
+def test_async_checkin_of_a_resource_is_the_same_type_error() -> None:
+    async def main() -> str:
+        async with AsyncPool(Res, max_holders=1, health_check_interval=None) as pool:
+            lease = await pool.checkout("a")
+            try:
+                with pytest.raises(TypeError) as error:
+                    await pool.checkin(lease.resource)  # type: ignore[arg-type]
+                return str(error.value)
+            finally:
+                await pool.checkin(lease)
+
+    assert asyncio.run(main()).startswith("checkin needs a Lease, got <")
+
+
+def test_checkin_of_another_pools_lease_stays_a_value_error() -> None:
+    with new_pool(max_holders=1) as pool, new_pool(max_holders=1) as other:
+        lease = other.checkout("a")
+        with pytest.raises(ValueError, match="was not granted"):
+            pool.checkin(lease)
+        with pytest.raises(ValueError, match="was not granted"):
+            pool.actor_ref.ask(Checkin(lease))
+        assert other.checkin(lease) is True
