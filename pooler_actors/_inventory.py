@@ -55,9 +55,10 @@ class Resource:
     #: Shared: ids of leases taken at the counter whose notes are not read
     #: yet (ids, not leases: a dropped lease must be collectable).
     tokens: list[int] = field(default_factory=list)
-    #: The ids of its leases out, as known (ids, not leases: a lease nobody
-    #: holds any more must be collectable, to be found lost).
-    leases: set[int] = field(default_factory=set)
+    #: The ids of its leases out, as known, with when each was checked out
+    #: (ids, not leases: a lease nobody holds any more must be collectable,
+    #: to be found lost).
+    leases: dict[int, float] = field(default_factory=dict)
     home: list[Resource] | None = None  # exclusive: its key's idle list
     joiners: list[Caller] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)

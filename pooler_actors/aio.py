@@ -181,11 +181,14 @@ class AsyncPool(FacadeBase[K, T]):
         except BaseException as error:
             try:
                 broken = self.broken_by(error)
-            except BaseException:  # is_broken raised: broken, then it propagates
+            except BaseException as raised:  # is_broken raised: broken, propagates
+                lease.reason = f"is_broken raised {raised!r} on {error!r}"
                 self.checkin_now(lease, True)
                 if isinstance(sys.exception(), Exception):
                     raise error  # noqa: B904 - the block's error, chained
                 raise
+            if broken:
+                lease.reason = repr(error)
             self.checkin_now(lease, broken)
             raise
         self.checkin_now(lease, False)

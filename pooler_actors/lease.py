@@ -24,6 +24,9 @@ class Lease(Generic[K, T]):
     Attributes:
         key: the key the resource belongs to.
         resource: the resource itself.
+        reason: why a broken checkin was broken, for the `pool.lease.broken`
+            event: unset (`"checkin"`, a `checkin(lease, broken=True)`), the
+            repr of the exception `is_broken` judged, or `"lost"`.
     """
 
     __slots__ = (
@@ -34,8 +37,11 @@ class Lease(Generic[K, T]):
         "_rid",
         "key",
         "on_lost",
+        "reason",
         "resource",
     )
+
+    reason: str  # unset unless a broken checkin says why
 
     def __init__(
         self,

@@ -265,9 +265,12 @@ class LeaseBlock(Generic[K, T]):
             return
         try:
             broken = exc is not None and self._pool.broken_by(exc)
-        except BaseException:  # is_broken raised: broken, then it propagates
+        except BaseException as error:  # is_broken raised: broken, propagates
+            lease.reason = f"is_broken raised {error!r} on {exc!r}"
             self._pool.checkin(lease, True)
             if exc is not None and isinstance(sys.exception(), Exception):
                 return  # a bug in is_broken must not hide the block's error
             raise
+        if broken:
+            lease.reason = repr(exc)
         self._pool.checkin(lease, broken)

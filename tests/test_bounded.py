@@ -5,11 +5,14 @@ checkin's argument check (SPEC 12: "Bounded waits by default", "Messages",
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Hashable
 from typing import Any
 
 import pytest
+from conftest import wait_for
 from resources import Res
+from structlog.testing import capture_logs
 
 from pooler_actors import AcquireTimeout, AsyncPool, Checkin, Pool, PoolOptions
 
@@ -81,3 +84,66 @@ def test_checkin_of_another_pools_lease_stays_a_value_error() -> None:
         with pytest.raises(ValueError, match="was not granted"):
             pool.actor_ref.ask(Checkin(lease))
         assert other.checkin(lease) is True
+
+
+# --- events for tracing leases --------------------------------------------------
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == name]
+
+
+def test_checkout_and_checkin_events_carry_the_lease_id_and_hold_time() -> None:
+    with capture_logs() as logs, new_pool(max_holders=1, name="t") as pool:
+        first = pool.checkout("a")  # created: a message the core answers
+        assert pool.checkin(first)  # at the counter
+        second = pool.checkout("a")  # the idle resource, at the counter
+        assert pool.actor_ref.ask(Checkin(second))  # the message
+        wait_for(lambda: len(events(logs, "pool.lease.checkin")) == 2)
+    outs = events(logs, "pool.lease.checkout")
+    ins = events(logs, "pool.lease.checkin")
+    assert [e["lease"] for e in outs] == [first.lid, second.lid]
+    assert [e["lease"] for e in ins] == [first.lid, second.lid]
+    for event in outs + ins:
+        assert (event["log_level"], event["pool"], event["key"]) == ("debug", "t", "a")
+    assert all(e["held_s"] >= 0 and e["broken"] is False for e in ins)
+
+
+def test_a_hand_on_is_a_checkin_and_a_checkout() -> None:
+    with capture_logs() as logs, new_pool(max_holders=1) as pool:
+        held = pool.checkout("a")
+        got: list[Any] = []
+        waiter = threading.Thread(target=lambda: got.append(pool.checkout("a")))
+        waiter.start()
+        wait_for(lambda: pool.stats().wait_count == 1)
+        pool.checkin(held)  # handed on to the waiter
+        waiter.join()
+        pool.checkin(got[0])
+        wait_for(lambda: len(events(logs, "pool.lease.checkin")) == 2)
+    assert [e["lease"] for e in events(logs, "pool.lease.checkout")] == [
+        held.lid,
+        got[0].lid,
+    ]
+    assert [e["lease"] for e in events(logs, "pool.lease.checkin")] == [
+        held.lid,
+        got[0].lid,
+    ]
+
+
+def test_broken_event_says_why() -> None:
+    def is_broken(error: BaseException) -> bool:
+        return isinstance(error, ConnectionError)
+
+    with capture_logs() as logs, new_pool(max_holders=1, is_broken=is_broken) as pool:
+        lease = pool.checkout("a")
+        pool.checkin(lease, broken=True)
+        with pytest.raises(ConnectionError), pool.lease("b"):
+            raise ConnectionError("reset by peer")
+        wait_for(lambda: len(events(logs, "pool.lease.broken")) == 2)
+    broken = events(logs, "pool.lease.broken")
+    assert [(e["key"], e["reason"]) for e in broken] == [
+        ("a", "checkin"),
+        ("b", "ConnectionError('reset by peer')"),
+    ]
+    assert broken[0]["lease"] == lease.lid
+    assert [e["broken"] for e in events(logs, "pool.lease.checkin")] == [True, True]
