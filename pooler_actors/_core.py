@@ -203,13 +203,17 @@ class PoolCore:
         """`GetStats`: a snapshot."""
         self.effects.append(Reply(cid, self.snapshot()))
 
-    def close(self, now: float, cid: int, reason: str = "closed") -> None:
-        """Close the pool: fail waiters, retire every resource (holders drain),
-        and reply `None` (with a `Stopped` effect) once none counts any more."""
+    def close(
+        self, now: float, cid: int, reason: str = "closed", wait: float | None = None
+    ) -> None:
+        """Close the pool: fail waiters, retire every resource (holders drain
+        for `wait` seconds, `drain_timeout` by default, then are left to their
+        holders: closed at their checkin), and reply `None` (with a `Stopped`
+        effect) once none counts any more."""
         if self.stopped:
             self.effects.append(Reply(cid, None))
             return
-        self.ops.close(cid)
+        self.ops.close(now, cid, self.options.drain_timeout if wait is None else wait)
         if self.closing is not None:
             return
         self.closing = reason
@@ -224,6 +228,13 @@ class PoolCore:
                 self.inventory.timer(res, "create", now + self.options.close_timeout)
             self._retire(now, res, "pool_closed")
         self._pump(now)
+
+    def late_notes(self, now: float) -> None:
+        """After the stop: the checkins of leases the close left out (their
+        resources close now); the doorbell is left `QUIET`, so the next one
+        rings (two polls: the first may only clear a `WOKEN` left over)."""
+        for _ in range(2):
+            self.notes(now, *self.published.poll())
 
     def resume(self, now: float) -> None:
         """Go on with work left for later (the rest of a sweep's pings)."""
@@ -367,6 +378,8 @@ class PoolCore:
             elif kind == BACK:
                 if res.phase is Phase.RETIRING:
                     self._drained(now, res, owned=self._exclusive)
+                elif res.left:
+                    self.inventory.left_in(now, res)
             elif kind == GIVEN:
                 self._given(now, res, *note[2:])
             else:  # a checkin: IN, HANDOVER or BROKEN
@@ -383,7 +396,9 @@ class PoolCore:
                 # Exclusive: the core has `res` unless it went back to its list.
                 owned = self._exclusive and kind != IN
                 if res.phase not in (Phase.OPEN, Phase.RETIRING):
-                    if kind == IN:
+                    if res.left:  # the pool closed with it held
+                        self.inventory.left_in(now, res)
+                    elif kind == IN:
                         self._claim(res)  # closed under it by drain_timeout
                 elif kind == BROKEN:
                     n["broken"] += 1

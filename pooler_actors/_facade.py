@@ -7,12 +7,15 @@ The facades hold no pool state: each call is one message to the supervisor.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from math import inf as _INF
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 import pykka
 
 from pooler_actors._counter import MISS
+from pooler_actors._future import PoolFuture
+from pooler_actors._messages import Shutdown
 from pooler_actors.errors import AcquireTimeout
 from pooler_actors.messages import check_timeout
 from pooler_actors.options import PoolOptions, build_options
@@ -96,9 +99,15 @@ class FacadeBase(Generic[K, T]):
         except pykka.Timeout:
             raise AcquireTimeout(key, timeout) from None
 
-    def _close_bound(self) -> float:
-        """How long `close()` may wait: closes, then held resources draining."""
-        return self.options.close_timeout + self.options.drain_timeout + 1.0
+    def _shutdown(self, timeout: object) -> tuple[PoolFuture[Any], float | None]:
+        """Ask the pool to close, waiting up to `timeout` seconds for holders
+        (`None`: `drain_timeout`); its reply future, and how long `close()`
+        may wait for it (`None`: forever, with `timeout=inf`)."""
+        checked = check_timeout(timeout)  # a bad timeout changes nothing
+        wait = self.options.drain_timeout if checked is None else checked
+        future = cast(PoolFuture[Any], self._ref.ask(Shutdown(wait), block=False))
+        bound = wait + self.options.close_timeout + 1.0
+        return future, None if bound == _INF else bound
 
     def broken_by(self, error: BaseException) -> bool:
         """Whether `error` leaving a lease block means the resource is broken.

@@ -22,7 +22,6 @@ from pooler_actors._counter import MISS
 from pooler_actors._facade import GRACE, FacadeBase, K, T
 from pooler_actors._future import PoolFuture
 from pooler_actors._loop import EventLoop, LoopFactory
-from pooler_actors._pykka import stop_message
 from pooler_actors.errors import AcquireTimeout
 from pooler_actors.lease import Lease
 from pooler_actors.messages import (
@@ -232,20 +231,18 @@ class AsyncPool(FacadeBase[K, T]):
         """See [Pool.refresh][pooler_actors.Pool.refresh]."""
         return cast(bool, await self._ask(Refresh(key)))
 
-    async def close(self) -> None:
+    async def close(self, timeout: float | None = None) -> None:
         """Close the pool; see [Pool.close][pooler_actors.Pool.close]. Idempotent.
 
-        Awaits the supervisor's answer to its stop message, then its thread's
-        end, without blocking the loop.
+        Waits up to `timeout` seconds (`None`: `drain_timeout`) for holders;
+        awaits the supervisor's answer, then its thread's end, without
+        blocking the loop.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._close_bound()
-        future = cast(PoolFuture[Any], self._ref.ask(stop_message(), block=False))
+        future, bound = self._shutdown(timeout)
         try:
-            await asyncio.wait_for(
-                asyncio.ensure_future(_awaited(future)), self._close_bound()
-            )
-        except TimeoutError:
+            await asyncio.wait_for(asyncio.ensure_future(_awaited(future)), bound)
+        except Exception:
             return
         thread = self._ref.thread
         deadline = loop.time() + self.options.close_timeout

@@ -5,8 +5,12 @@ checkin's argument check (SPEC 12: "Bounded waits by default", "Messages",
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +18,14 @@ from conftest import wait_for
 from resources import Res
 from structlog.testing import capture_logs
 
-from pooler_actors import AcquireTimeout, AsyncPool, Checkin, Pool, PoolOptions
+from pooler_actors import (
+    AcquireTimeout,
+    AsyncPool,
+    Checkin,
+    Pool,
+    PoolClosedError,
+    PoolOptions,
+)
 
 
 def new_pool(**options: Any) -> Pool[Hashable, Res]:
@@ -147,3 +158,127 @@ def test_broken_event_says_why() -> None:
     ]
     assert broken[0]["lease"] == lease.lid
     assert [e["broken"] for e in events(logs, "pool.lease.checkin")] == [True, True]
+
+
+# --- close(timeout): leases out are left to their holders -----------------------
+
+
+def test_close_with_a_lease_out_returns_after_its_timeout() -> None:
+    with capture_logs() as logs:
+        pool = new_pool(max_holders=1, name="c")
+        lease = pool.checkout("a")
+        idle = pool.checkout("b")
+        pool.checkin(idle)
+        started = time.monotonic()
+        pool.close(timeout=0.1)
+        assert time.monotonic() - started < 3.0  # not drain_timeout (30 s)
+        assert pool.closed
+        assert pool.actor_ref.thread is not None
+        assert not pool.actor_ref.thread.is_alive()
+        assert idle.resource.closes == 1  # an idle one is closed by close()
+        assert lease.resource.closes == 0  # never under its holder
+        (out,) = events(logs, "pool.close.lease_out")
+        assert (out["log_level"], out["pool"], out["key"]) == ("warning", "c", "a")
+        assert out["lease"] == lease.lid
+        # Every later call fails at once...
+        for call in (
+            lambda: pool.checkout("a"),
+            lambda: pool.checkout("z"),
+            pool.stats,
+            lambda: pool.release("a"),
+        ):
+            with pytest.raises(PoolClosedError):
+                call()
+        # ... but the checkin still checks in: the resource closes now.
+        assert pool.checkin(lease) is True
+        wait_for(lambda: lease.resource.closes == 1)
+        assert pool.checkin(lease) is False
+        pool.close()  # idempotent, at once
+
+
+def test_a_checkin_message_after_close_also_checks_in() -> None:
+    pool = new_pool(max_holders=1)
+    lease = pool.checkout("a")
+    pool.close(timeout=0)
+    assert pool.actor_ref.ask(Checkin(lease)) is True
+    wait_for(lambda: lease.resource.closes == 1)
+    assert pool.actor_ref.ask(Checkin(lease)) is False
+    assert lease.resource.closes == 1
+
+
+def test_a_shared_resource_left_out_closes_at_its_last_checkin() -> None:
+    pool = new_pool(max_holders=None)
+    first, second = pool.checkout("a"), pool.checkout("a")
+    assert first.resource is second.resource
+    pool.close(timeout=0.05)
+    pool.checkin(first)
+    assert first.resource.closes == 0  # the second lease still holds it
+    pool.checkin(second)
+    wait_for(lambda: first.resource.closes == 1)
+
+
+def test_close_waits_for_a_holder_that_checks_in_within_its_timeout() -> None:
+    with capture_logs() as logs:
+        pool = new_pool(max_holders=1)
+        lease = pool.checkout("a")
+        checked_in = threading.Timer(0.05, lambda: pool.checkin(lease))
+        checked_in.start()
+        pool.close(timeout=60)
+        checked_in.join()
+        assert lease.resource.closes == 1  # closed by the close itself
+    assert not events(logs, "pool.close.lease_out")
+
+
+def test_a_bad_close_timeout_changes_nothing() -> None:
+    with new_pool(max_holders=1) as pool:
+        with pytest.raises(ValueError, match="timeout"):
+            pool.close(timeout=-1)
+        assert not pool.closed
+        with pool.lease("a") as res:
+            assert res.key == "a"
+
+
+def test_async_close_with_a_lease_out_returns_after_its_timeout() -> None:
+    async def main() -> Res:
+        pool = AsyncPool(Res, max_holders=1, health_check_interval=None)
+        lease = await pool.checkout("a")
+        started = time.monotonic()
+        await pool.close(timeout=0.1)
+        assert time.monotonic() - started < 3.0
+        assert lease.resource.closes == 0
+        with pytest.raises(PoolClosedError):
+            await pool.checkout("a")
+        assert await pool.checkin(lease) is True
+        return lease.resource
+
+    res = asyncio.run(main())
+    wait_for(lambda: res.closes == 1)
+
+
+def test_interpreter_exit_does_not_wait_for_held_leases(tmp_path: Path) -> None:
+    script = tmp_path / "forgot.py"
+    script.write_text(
+        "import logging, sys\n"
+        "logging.basicConfig(stream=sys.stderr, level=logging.WARNING)\n"
+        "from pooler_actors import Pool\n"
+        "class Res:\n"
+        "    def __init__(self, key): self.key = key\n"
+        "    def ping(self): pass\n"
+        "    def close(self): print('closed', self.key, flush=True)\n"
+        "pool = Pool(Res, max_holders=1, health_check_interval=None)\n"
+        "held = pool.checkout('held')\n"
+        "pool.checkin(pool.checkout('idle'))\n"
+        "print('exiting', flush=True)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert time.monotonic() - started < 10.0  # was drain_timeout: 30 s
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["exiting", "closed idle"]
+    assert "pool.close.lease_out" in done.stderr
