@@ -297,7 +297,13 @@ def test_the_simulation_catches_a_reclaim_of_a_held_resource(
 
     monkeypatch.setattr(Placement, "reclaim", blind)
     found = _first_violation(SEARCH_SEEDS)
-    assert "taken by reclaimed" in str(found.violation)
+    # Caught as it retires (a holder the model knows of) or as it is closed
+    # (a lease granted in the same event): a held resource closed, either way.
+    # (Which comes first depends on the seeds' course after the close.)
+    assert any(
+        what in str(found.violation)
+        for what in ("taken by reclaimed", "uses it, before its drain timeout")
+    )
 
 
 def test_the_simulation_catches_a_reclaim_of_an_acquired_resource(
