@@ -63,14 +63,31 @@ class PoolRef(pykka.ActorRef[Any]):
         counter.register = lambda: replies.register(self.withdraw)
         counter.wake, counter.debug = self.wake, events.debug_known
         counter.context = get_contextvars
-        counter.on_lost = lambda lease: self.tell_quietly(LeaseLost(lease))
-        cast(Mailbox, self.actor_inbox).checkin = counter.checkin
+        counter.on_lost = self.lost
+        inbox = cast(Mailbox, self.actor_inbox)
+        inbox.checkin, inbox.lost = counter.checkin, self.lost
         return lock
 
     def tell_quietly(self, message: object) -> None:
         """Tell the supervisor `message`, unless it is gone (never raises)."""
         with contextlib.suppress(pykka.ActorDeadError):
             self.tell(message)
+
+    def lost(self, lease: Any) -> None:
+        """A lease was collected while out: the supervisor checks it in
+        (`LeaseLost`); once it stopped, a thread of its own does, as a
+        checkin would (this may run inside the pool's locked code), so a
+        resource the close left to that lease is closed (never raises)."""
+        try:
+            self.tell(LeaseLost(lease))
+        except pykka.ActorDeadError:
+            broken = self.counter.exclusive  # its state is unknown
+            name = f"pooler_actors:{self.pool_name}:lost"
+            checkin = self.counter.checkin
+            with contextlib.suppress(Exception):  # at exit: no new thread
+                threading.Thread(
+                    target=checkin, args=(lease, broken), name=name, daemon=True
+                ).start()
 
     def wake(self) -> None:
         """Tell the supervisor that hit-path notes wait (never raises); once
@@ -196,6 +213,8 @@ class Mailbox(queue.SimpleQueue[Envelope[Any]]):
         #: The counter's checkin: a `Checkin` after the stop still checks in,
         #: as `Pool.checkin` does (set by `PoolRef.attach`).
         self.checkin: Callable[[Any, bool], bool] | None = None
+        #: `PoolRef.lost`: a `LeaseLost` told just before the stop is not lost.
+        self.lost: Callable[[Any], None] | None = None
 
     def put(
         self, item: Envelope[Any], block: bool = True, timeout: float | None = None
@@ -213,6 +232,8 @@ class Mailbox(queue.SimpleQueue[Envelope[Any]]):
             except queue.Empty:
                 return
             reply, message = envelope.reply_to, envelope.message
+            if type(message) is LeaseLost and self.lost is not None:
+                self.lost(message.lease)
             if not isinstance(reply, PoolFuture):
                 continue
             if is_stop(message) or type(message) is Shutdown:

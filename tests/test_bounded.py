@@ -5,6 +5,7 @@ checkin's argument check (SPEC 12: "Bounded waits by default", "Messages",
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 import threading
@@ -204,6 +205,17 @@ def test_a_checkin_message_after_close_also_checks_in() -> None:
     wait_for(lambda: lease.resource.closes == 1)
     assert pool.actor_ref.ask(Checkin(lease)) is False
     assert lease.resource.closes == 1
+
+
+def test_a_lease_left_out_and_dropped_still_closes_its_resource() -> None:
+    pool = new_pool(max_holders=1)
+    lease = pool.checkout("a")
+    res = lease.resource
+    pool.close(timeout=0)
+    assert res.closes == 0
+    del lease  # never checked in: collected
+    gc.collect()
+    wait_for(lambda: res.closes == 1)
 
 
 def test_a_shared_resource_left_out_closes_at_its_last_checkin() -> None:
