@@ -211,13 +211,17 @@ class PoolCore:
         """`GetStats`: a snapshot."""
         self.effects.append(Reply(cid, self.snapshot()))
 
-    def close(self, now: float, cid: int, reason: str = "closed") -> None:
-        """Close the pool: fail waiters, retire every resource (holders drain),
-        and reply `None` (with a `Stopped` effect) once none counts any more."""
+    def close(
+        self, now: float, cid: int, reason: str = "closed", wait: float | None = None
+    ) -> None:
+        """Close the pool: fail waiters, retire every resource (holders drain
+        for `wait` seconds, `drain_timeout` by default, then are left to their
+        holders: closed at their checkin), and reply `None` (with a `Stopped`
+        effect) once none counts any more."""
         if self.stopped:
             self.effects.append(Reply(cid, None))
             return
-        self.ops.close(cid)
+        self.ops.close(now, cid, self.options.drain_timeout if wait is None else wait)
         if self.closing is not None:
             return
         self.closing = reason
@@ -236,6 +240,13 @@ class PoolCore:
                 self.inventory.timer(res, "drain", now + self.options.drain_timeout)
             self._retire(now, res, "pool_closed")
         self._pump(now)
+
+    def late_notes(self, now: float) -> None:
+        """After the stop: the checkins of leases the close left out (their
+        resources close now); the doorbell is left `QUIET`, so the next one
+        rings (two polls: the first may only clear a `WOKEN` left over)."""
+        for _ in range(2):
+            self.notes(now, *self.published.poll())
 
     def resume(self, now: float) -> None:
         """Go on with work left for later (the rest of a sweep's pings)."""
@@ -274,6 +285,8 @@ class PoolCore:
         if lease.checked_in:
             return
         self._log("warning", "pool.lease.lost", lease.key, lease=lease.lid)
+        if self._exclusive:
+            lease.reason = "lost"  # for pool.lease.broken
         self._give_back(now, lease, self._exclusive, dropped=True)
 
     def _drain_notes(self) -> tuple[list[tuple[Any, ...]], list[Hashable]]:
@@ -369,22 +382,30 @@ class PoolCore:
                 n["acquires"] += 1
                 n["hits"] += 1
                 n["checkouts"] += 1
-                res.leases.add(note[3].lid)
+                res.leases[note[3].lid] = now
                 res.holders += 1
                 res.last_used = now
                 if self.debug:
                     self._log("debug", "pool.acquire.hit", res.key, note[2])
+                    self._log(
+                        "debug", "pool.lease.checkout", res.key, lease=note[3].lid
+                    )
                 if res.phase is Phase.RETIRING and not self._exclusive:
                     self._drained(now, res, owned=False)  # a checkin came first
             elif kind == BACK:
                 if res.phase is Phase.RETIRING:
                     self._drained(now, res, owned=self._exclusive)
+                elif res.left:
+                    self.inventory.left_in(now, res)
             elif kind == GIVEN:
                 self._given(now, res, *note[2:])
             else:  # a checkin: IN, HANDOVER or BROKEN
-                if note[2].lid not in res.leases:
+                lease = note[2]
+                since = res.leases.pop(lease.lid, None)
+                if since is None:
                     continue  # voided by a drain timeout: it counts no more
-                res.leases.discard(note[2].lid)
+                if self.debug:
+                    self._checked_in(now, res, lease, since, kind == BROKEN)
                 res.holders -= 1
                 res.last_used = now
                 self._seq += 1
@@ -392,11 +413,19 @@ class PoolCore:
                 # Exclusive: the core has `res` unless it went back to its list.
                 owned = self._exclusive and kind != IN
                 if res.phase not in (Phase.OPEN, Phase.RETIRING):
-                    if kind == IN:
+                    if res.left:  # the pool closed with it held
+                        self.inventory.left_in(now, res)
+                    elif kind == IN:
                         self._claim(res)  # closed under it by drain_timeout
                 elif kind == BROKEN:
                     n["broken"] += 1
-                    self._log("warning", "pool.lease.broken", res.key)
+                    self._log(
+                        "warning",
+                        "pool.lease.broken",
+                        res.key,
+                        lease=lease.lid,
+                        reason=getattr(lease, "reason", "checkin"),
+                    )
                     if res.phase is Phase.OPEN:
                         self._retire(now, res, "broken", owned=owned)
                     else:
@@ -426,15 +455,36 @@ class PoolCore:
         self.n["checkouts"] += 1
         self.effects.append(Handed(cid))
         res.last_used = now
-        if lease.lid in res.leases:  # else voided by a drain timeout: so is `given`
-            res.leases.discard(lease.lid)
-            res.leases.add(given.lid)
+        since = res.leases.pop(lease.lid, None)
+        if since is not None:  # else voided by a drain timeout: so is `given`
+            res.leases[given.lid] = now
+            if self.debug:
+                self._checked_in(now, res, lease, since, False)
+                self._log("debug", "pool.lease.checkout", res.key, lease=given.lid)
         caller = self.callers.pop(cid, None)
         if caller is None:  # it queued itself, and its ASK note comes next
             self._early.add(cid)
             return
         caller.handoff = False  # the checkin took its number already
         self._served(now, caller)
+
+    def _checked_in(
+        self,
+        now: float,
+        res: Resource,
+        lease: Lease[Any, Any],
+        since: float,
+        broken: bool,
+    ) -> None:
+        """Debug: `lease` of `res`, out since `since`, was checked in."""
+        self._log(
+            "debug",
+            "pool.lease.checkin",
+            res.key,
+            lease=lease.lid,
+            held_s=now - since,
+            broken=broken,
+        )
 
     def _asked(self, now: float, note: tuple[Any, ...]) -> None:
         """A checkout that queued itself on the hit path (rule 10): the core

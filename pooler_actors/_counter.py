@@ -49,7 +49,7 @@ from functools import partial
 from typing import Any
 
 from pooler_actors.errors import PoolClosedError
-from pooler_actors.lease import Lease
+from pooler_actors.lease import Lease, not_a_lease
 
 __all__ = [
     "ASK",
@@ -456,7 +456,7 @@ class Counter(_State):
 
     def _check_lease(self, lease: object) -> None:  # (nothing changes if it raises)
         if not isinstance(lease, Lease):
-            raise TypeError(f"checkin needs a Lease, got {lease!r}")
+            raise not_a_lease(lease)
         if lease.pool is not self.pool_id:
             raise ValueError(f"{lease!r} was not granted by this pool")
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Iterator
+from math import inf as _INF
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 import pykka
 
 from pooler_actors._counter import MISS
+from pooler_actors._future import PoolFuture
+from pooler_actors._messages import Shutdown
 from pooler_actors.errors import AcquireTimeout, short_repr
 from pooler_actors.lease import Lease
 from pooler_actors.messages import check_timeout
@@ -131,9 +134,15 @@ class FacadeBase(Generic[K, T]):
             error=short_repr(error),
         )
 
-    def _close_bound(self) -> float:
-        """How long `close()` may wait: closes, then held resources draining."""
-        return self.options.close_timeout + self.options.drain_timeout + 1.0
+    def _shutdown(self, timeout: object) -> tuple[PoolFuture[Any], float | None]:
+        """Ask the pool to close, waiting up to `timeout` seconds for holders
+        (`None`: `drain_timeout`); its reply future, and how long `close()`
+        may wait for it (`None`: forever, with `timeout=inf`)."""
+        checked = check_timeout(timeout)  # a bad timeout changes nothing
+        wait = self.options.drain_timeout if checked is None else checked
+        future = cast(PoolFuture[Any], self._ref.ask(Shutdown(wait), block=False))
+        bound = wait + self.options.close_timeout + 1.0
+        return future, None if bound == _INF else bound
 
     def broken_by(self, error: BaseException) -> bool:
         """Whether `error` leaving a lease block means the resource is broken.

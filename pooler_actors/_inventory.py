@@ -52,12 +52,15 @@ class Resource:
     replaces: list[Resource] = field(default_factory=list)
     holders: int = 0
     retired: bool = False  # out of service for good (callers re-check it)
+    left: bool = False  # the pool closed with it held: closed at its checkin
+    left_closed: bool = False  # ... and its last holder checked in: closing
     #: Shared: ids of leases taken at the counter whose notes are not read
     #: yet (ids, not leases: a dropped lease must be collectable).
     tokens: list[int] = field(default_factory=list)
-    #: The ids of its leases out, as known (ids, not leases: a lease nobody
-    #: holds any more must be collectable, to be found lost).
-    leases: set[int] = field(default_factory=set)
+    #: The ids of its leases out, as known, with when each was checked out
+    #: (ids, not leases: a lease nobody holds any more must be collectable,
+    #: to be found lost).
+    leases: dict[int, float] = field(default_factory=dict)
     home: list[Resource] | None = None  # exclusive: its key's idle list
     joiners: list[Caller] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
@@ -253,6 +256,23 @@ class Inventory(Part):
         self.move(now, res, "closed")
         self.core.pump(now)
 
+    def leave(self, now: float, res: Resource) -> None:
+        """The pool closes and its wait for holders is over: retiring `res`
+        is left to its holders (no longer counted, so the pool can stop), and
+        closed when the last of them checks in (`left_in`), never under one."""
+        self.timers.cancel(res.timers.pop("drain", None))
+        for lid in (*res.leases, *res.tokens):
+            self.core.log("warning", "pool.close.lease_out", res.key, lease=lid)
+        res.left = True
+        self.move(now, res, "left")
+
+    def left_in(self, now: float, res: Resource) -> None:
+        """A holder of left `res` checked in: close it once none is left."""
+        if not (res.left_closed or res.holders or res.tokens):
+            res.left_closed = True
+            self.core.log("info", "pool.resource.drained", res.key, reason=res.reason)
+            self.effects.append(Close(res.rid))
+
     def on_close_timeout(self, now: float, rid: int) -> None:
         res = self.timer_fired(rid, "close")
         if res is None or res.phase is not Phase.CLOSING:
@@ -265,6 +285,12 @@ class Inventory(Part):
     def on_drain_timeout(self, now: float, rid: int) -> None:
         res = self.timer_fired(rid, "drain")
         if res is None or res.phase is not Phase.RETIRING:
+            return
+        if self.core.closing is not None:  # never closed under a holder then
+            if now >= self.core.ops.leave_at:
+                self.leave(now, res)
+            else:  # the close waits longer for holders
+                self.timer(res, "drain", self.core.ops.leave_at)
             return
         self.n["drain_timeouts"] += 1
         self.core.log(

@@ -67,6 +67,7 @@ TRANSITIONS: dict[tuple[Phase, str], Phase] = {
     (Phase.OPEN, "closed"): Phase.GONE,  # its actor stopped unasked
     (Phase.RETIRING, "close"): Phase.CLOSING,
     (Phase.RETIRING, "closed"): Phase.GONE,  # its actor stopped unasked
+    (Phase.RETIRING, "left"): Phase.ABANDONED,  # the pool closed: its holders'
     (Phase.CLOSING, "closed"): Phase.GONE,
     (Phase.CLOSING, "timed_out"): Phase.ABANDONED,
     (Phase.ABANDONED, "closed"): Phase.GONE,

@@ -105,3 +105,13 @@ class LeaseLost:
     """A lease collected without a checkin (`Lease.__del__`) → supervisor."""
 
     lease: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """A facade (or the exit hook) → supervisor: close the pool, waiting up to
+    `wait` seconds for holders; then leases still out are left to their
+    holders (each resource closed at its checkin). Reply: `None` once the
+    pool has stopped."""
+
+    wait: float

@@ -13,8 +13,9 @@ stop (`closers`).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from math import inf as _INF
 from typing import TYPE_CHECKING
 
 from pooler_actors._effects import Fail, Reply
@@ -61,6 +62,14 @@ class Ops(Part):
     def __init__(self, core: PoolCore) -> None:
         super().__init__(core)
         self.closers: list[int] = []  # `close` requests, answered at the stop
+        #: When a close stops waiting for holders (`leave` timer): leases
+        #: still out then are left to their holders.
+        self.leave_at = _INF
+        self._leave: int | None = None
+
+    def handlers(self) -> dict[str, Callable[[float, int], None]]:
+        """The kinds of core timer this part handles, and how."""
+        return {"leave": self.on_leave}
 
     def release(self, now: float, cid: int, key: Hashable) -> None:
         """`Release`: retire `key`'s resources; reply once each is closed or
@@ -223,15 +232,32 @@ class Ops(Part):
             self.finish_op(refill.op, False)
         return bool(refills)
 
-    def close(self, cid: int) -> None:
-        """`close`: answered once the pool has stopped (`stopped`)."""
+    def close(self, now: float, cid: int, wait: float) -> None:
+        """`close`: answered once the pool has stopped (`stopped`); holders
+        are waited for `wait` seconds at most (the soonest of every close's)."""
         self.closers.append(cid)
+        when = now + wait
+        if when < self.leave_at:
+            self.timers.cancel(self._leave)
+            self.leave_at = when
+            self._leave = self.timers.add(when, "leave", 0)
+
+    def on_leave(self, now: float, _ident: int) -> None:
+        """The close's wait for holders is over: leave every held resource."""
+        self._leave = None
+        inventory = self.core.inventory
+        for res in list(inventory.resources.values()):
+            if res.phase is Phase.RETIRING:
+                inventory.leave(now, res)
+        self.core.pump(now)
 
     def stopped(self) -> None:
         """The pool has stopped: answer every `close` that asked."""
         for cid in self.closers:
             self.effects.append(Reply(cid, None))
         self.closers.clear()
+        self.timers.cancel(self._leave)
+        self._leave = None
 
 
 def _printable(results: dict[Hashable, str]) -> dict[str, str]:

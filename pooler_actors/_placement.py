@@ -102,7 +102,9 @@ class Placement(Part):
         res.holders += 1
         self.n["checkouts"] += 1
         lease = self.core.published.lease(key, res)  # found again if dropped
-        res.leases.add(lease.lid)
+        res.leases[lease.lid] = now
+        if self.core.debug:
+            self.core.log("debug", "pool.lease.checkout", key, lease=lease.lid)
         return lease
 
     def serve_key(self, now: float, entry: KeyEntry) -> None:

@@ -15,6 +15,7 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable
+from time import monotonic
 from typing import Any, cast
 
 import pykka
@@ -22,7 +23,7 @@ from structlog.contextvars import get_contextvars
 
 from pooler_actors._counter import MISS, Counter
 from pooler_actors._future import PoolFuture, Replies
-from pooler_actors._messages import LeaseLost, Notes, Withdraw
+from pooler_actors._messages import LeaseLost, Notes, Shutdown, Withdraw
 from pooler_actors._pykka import Envelope, is_stop
 from pooler_actors.errors import PoolClosedError
 from pooler_actors.messages import Acquire, Checkin
@@ -50,17 +51,24 @@ class PoolRef(pykka.ActorRef[Any]):
     #: A `Checkin` made in the caller's thread, running the pool's sync
     #: `reset` first (set by the facade; `None`: the message goes as it is).
     reset: Callable[[Any, bool], bool] | None = None
+    #: Once the pool stopped: reads the counter's notes in the caller's thread
+    #: (a lease the close left out is checked in: its resource closes).
+    late: Callable[[], None] | None = None
+    #: The counter's lock.
+    lock: threading.Lock
 
     def attach(self, counter: Counter, replies: Replies, events: Any) -> threading.Lock:
         """Give callers the counter, with its one lock and the hooks it calls
         (see `_counter`); the lock, for the shell."""
         self.counter, self.events = counter, events
-        counter.lock = lock = threading.Lock()
+        counter.lock = self.lock = lock = threading.Lock()
         counter.claim = replies.claim
         counter.register = lambda: replies.register(self.withdraw)
         counter.wake = self.wake
         counter.context = get_contextvars
-        counter.on_lost = lambda lease: self.tell_quietly(LeaseLost(lease))
+        counter.on_lost = self.lost
+        inbox = cast(Mailbox, self.actor_inbox)
+        inbox.checkin, inbox.lost = counter.checkin, self.lost
         return lock
 
     def tell_quietly(self, message: object) -> None:
@@ -68,9 +76,47 @@ class PoolRef(pykka.ActorRef[Any]):
         with contextlib.suppress(pykka.ActorDeadError):
             self.tell(message)
 
+    def lost(self, lease: Any) -> None:
+        """A lease was collected while out: the supervisor checks it in
+        (`LeaseLost`); once it stopped, a thread of its own does, as a
+        checkin would (this may run inside the pool's locked code), so a
+        resource the close left to that lease is closed (never raises)."""
+        try:
+            self.tell(LeaseLost(lease))
+        except pykka.ActorDeadError:
+            broken = self.counter.exclusive  # its state is unknown
+            name = f"pooler_actors:{self.pool_name}:lost"
+            checkin = self.counter.checkin
+            with contextlib.suppress(Exception):  # at exit: no new thread
+                threading.Thread(
+                    target=checkin, args=(lease, broken), name=name, daemon=True
+                ).start()
+
     def wake(self) -> None:
-        """Tell the supervisor that hit-path notes wait (never raises)."""
-        self.tell_quietly(Notes())
+        """Tell the supervisor that hit-path notes wait (never raises); once
+        it stopped, read them here."""
+        late = self.late
+        if late is None:
+            self.tell_quietly(Notes())
+        elif self.lock.locked():  # perhaps by this very thread (a checkin
+            # interrupted at the counter): read them in a thread of their own
+            name = f"pooler_actors:{self.pool_name}:late"
+            threading.Thread(target=late, name=name, daemon=True).start()
+        else:
+            late()
+
+    def stopped(self, late: Callable[[], None]) -> None:
+        """The supervisor stopped: `late` reads the notes of checkins from
+        now on (in the caller's thread), and reads those that came already."""
+        live_pools.discard(self)
+        lock = threading.Lock()  # one late reader at a time
+
+        def read() -> None:
+            with lock:
+                late()
+
+        self.late = read
+        self.wake()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the supervisor's thread to end (after a stop)."""
@@ -172,6 +218,11 @@ class Mailbox(queue.SimpleQueue[Envelope[Any]]):
     def __init__(self) -> None:
         super().__init__()
         self.closed_as: str | None = None  # the pool's name once closed
+        #: The counter's checkin: a `Checkin` after the stop still checks in,
+        #: as `Pool.checkin` does (set by `PoolRef.attach`).
+        self.checkin: Callable[[Any, bool], bool] | None = None
+        #: `PoolRef.lost`: a `LeaseLost` told just before the stop is not lost.
+        self.lost: Callable[[Any], None] | None = None
 
     def put(
         self, item: Envelope[Any], block: bool = True, timeout: float | None = None
@@ -188,24 +239,46 @@ class Mailbox(queue.SimpleQueue[Envelope[Any]]):
                 envelope = self.get_nowait()
             except queue.Empty:
                 return
-            reply = envelope.reply_to
-            if isinstance(reply, PoolFuture):
-                if is_stop(envelope.message):
-                    reply.try_set(None)
-                else:
-                    reply.try_fail(PoolClosedError(self.closed_as))
+            reply, message = envelope.reply_to, envelope.message
+            if type(message) is LeaseLost and self.lost is not None:
+                self.lost(message.lease)
+            if not isinstance(reply, PoolFuture):
+                continue
+            if is_stop(message) or type(message) is Shutdown:
+                reply.try_set(None)
+            elif type(message) is Checkin and self.checkin is not None:
+                try:
+                    reply.try_set(self.checkin(message.lease, message.broken))
+                except Exception as error:  # another pool's lease
+                    reply.try_fail(error)
+            else:
+                reply.try_fail(PoolClosedError(self.closed_as))
 
 
 #: Pools started and not yet stopped, closed at exit if the program forgot.
 live_pools: weakref.WeakSet[PoolRef] = weakref.WeakSet()
 
 
+#: How long the exit hook waits for forgotten pools to close their idle
+#: resources (never for held ones).
+EXIT_WAIT = 5.0
+
+
 @atexit.register
 def _close_forgotten_pools() -> None:
-    """Close, at interpreter exit, every pool the program forgot to close."""
+    """Close, at interpreter exit, every pool the program forgot to close.
+
+    Leases still out are not waited for: each is left to its holder (a
+    `pool.close.lease_out` warning names it); idle resources get up to
+    `EXIT_WAIT` seconds in all to close."""
+    asked = []
     for ref in list(live_pools):
         with contextlib.suppress(Exception):
-            ref.stop(block=True, timeout=30)
+            asked.append(ref.ask(Shutdown(0.0), block=False))
+    deadline = monotonic() + EXIT_WAIT
+    for future in asked:
+        with contextlib.suppress(Exception):
+            future.get(timeout=max(0.0, deadline - monotonic()))
 
 
 def _forget_pools_in_child() -> None:
@@ -216,7 +289,7 @@ def _forget_pools_in_child() -> None:
         ref.actor_stopped.set()
         # The parent's resources are not the child's; the lock may have been
         # held by a thread the child does not have.
-        ref.counter.lock = threading.Lock()
+        ref.counter.lock = ref.lock = threading.Lock()
         ref.counter.forget()
     live_pools.clear()
 

@@ -23,7 +23,6 @@ from pooler_actors._counter import MISS
 from pooler_actors._facade import GRACE, FacadeBase, K, T
 from pooler_actors._future import PoolFuture
 from pooler_actors._loop import EventLoop, LoopFactory
-from pooler_actors._pykka import stop_message
 from pooler_actors.errors import AcquireTimeout
 from pooler_actors.lease import Lease
 from pooler_actors.messages import (
@@ -219,11 +218,14 @@ class AsyncPool(FacadeBase[K, T]):
         except BaseException as error:
             try:
                 broken = self.broken_by(error)
-            except BaseException:  # is_broken raised: broken, then it propagates
+            except BaseException as raised:  # is_broken raised: broken, propagates
+                lease.reason = f"is_broken raised {raised!r} on {error!r}"
                 self.checkin_now(lease, True)
                 if isinstance(sys.exception(), Exception):
                     raise error  # noqa: B904 - the block's error, chained
                 raise
+            if broken:
+                lease.reason = repr(error)
             if broken or self.options.reset is None:
                 self.checkin_now(lease, broken)
             else:  # shielded: a second cancel cannot skip the reset's checkin
@@ -281,20 +283,18 @@ class AsyncPool(FacadeBase[K, T]):
         """See [Pool.refresh][pooler_actors.Pool.refresh]."""
         return cast(bool, await self._ask(Refresh(key)))
 
-    async def close(self) -> None:
+    async def close(self, timeout: float | None = None) -> None:
         """Close the pool; see [Pool.close][pooler_actors.Pool.close]. Idempotent.
 
-        Awaits the supervisor's answer to its stop message, then its thread's
-        end, without blocking the loop.
+        Waits up to `timeout` seconds (`None`: `drain_timeout`) for holders;
+        awaits the supervisor's answer, then its thread's end, without
+        blocking the loop.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._close_bound()
-        future = cast(PoolFuture[Any], self._ref.ask(stop_message(), block=False))
+        future, bound = self._shutdown(timeout)
         try:
-            await asyncio.wait_for(
-                asyncio.ensure_future(_awaited(future)), self._close_bound()
-            )
-        except TimeoutError:
+            await asyncio.wait_for(asyncio.ensure_future(_awaited(future)), bound)
+        except Exception:
             return
         thread = self._ref.thread
         deadline = loop.time() + self.options.close_timeout

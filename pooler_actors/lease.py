@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from pooler_actors.errors import short_repr
 
-__all__ = ["Lease"]
+__all__ = ["Lease", "not_a_lease"]
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -24,6 +24,9 @@ class Lease(Generic[K, T]):
     Attributes:
         key: the key the resource belongs to.
         resource: the resource itself.
+        reason: why a broken checkin was broken, for the `pool.lease.broken`
+            event: unset (`"checkin"`, a `checkin(lease, broken=True)`), the
+            repr of the exception `is_broken` judged, or `"lost"`.
     """
 
     __slots__ = (
@@ -35,8 +38,11 @@ class Lease(Generic[K, T]):
         "_rid",
         "key",
         "on_lost",
+        "reason",
         "resource",
     )
+
+    reason: str  # unset unless a broken checkin says why
 
     def __init__(
         self,
@@ -119,3 +125,11 @@ class Lease(Generic[K, T]):
     def lid(self) -> int:
         """The lease's own id, unique in its pool."""
         return self._lid
+
+
+def not_a_lease(value: object) -> TypeError:
+    """The error of a checkin given `value`, not a lease (the same message
+    for `Pool.checkin`, `AsyncPool.checkin` and the `Checkin` message)."""
+    return TypeError(
+        f"checkin needs a Lease, got {short_repr(value)} (a {type(value).__qualname__})"
+    )

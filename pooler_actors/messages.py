@@ -15,7 +15,7 @@ import pykka
 from structlog.contextvars import get_contextvars
 
 from pooler_actors.errors import short_repr
-from pooler_actors.lease import Lease
+from pooler_actors.lease import Lease, not_a_lease
 
 __all__ = [
     "Acquire",
@@ -91,7 +91,7 @@ class Acquire(_Request):
     resource.
 
     `timeout` bounds the whole acquire, queueing and creation: `None` uses
-    the pool's `acquire_timeout` (default: wait forever), `0` never queues
+    the pool's `acquire_timeout` (default: 30 s), `0` never queues
     for a slot. The caller's structlog context variables are taken when the
     message is made and travel with it.
     """
@@ -116,7 +116,7 @@ class Checkin:
 
     def __post_init__(self) -> None:
         if not isinstance(self.lease, Lease):
-            raise TypeError(f"checkin needs a Lease, got {self.lease!r}")
+            raise not_a_lease(self.lease)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,9 @@ class PoolOptions:
             waits twice as long (jittered 50-150 %): by default about 0.1,
             0.2 and 0.4 s, 0.7 s in all. Default 0.1.
         acquire_timeout: the timeout of an acquire or checkout that passes
-            none; `None` (default) waits forever.
+            none; `None` waits forever (say so explicitly). Default 30: a
+            wait that can never end (a nested `lease` of a key held by its
+            own caller with `max_per_key=1`) ends in `AcquireTimeout`.
         max_waiting: how many callers may wait at once; the next one gets
             `TooManyWaiters`. `None` (default) is unbounded.
         max_lifetime: seconds after which a resource is retired and replaced
@@ -106,7 +108,7 @@ class PoolOptions:
     create_timeout: float | None = 30.0
     create_retries: int = 3
     create_backoff: float = 0.1
-    acquire_timeout: float | None = None
+    acquire_timeout: float | None = 30.0
     max_waiting: int | None = None
     max_lifetime: float | None = None
     max_idle_time: float | None = None

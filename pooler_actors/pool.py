@@ -13,9 +13,7 @@ from typing import Any, Generic, Self, cast, overload
 
 from pooler_actors._counter import MISS
 from pooler_actors._facade import FacadeBase, K, T
-from pooler_actors._future import PoolFuture
 from pooler_actors._loop import is_async_callable
-from pooler_actors._pykka import stop_message
 from pooler_actors.lease import Lease
 from pooler_actors.messages import (
     Acquire,
@@ -171,7 +169,7 @@ class Pool(FacadeBase[K, T]):
         after the pool closed, returns `True` and changes nothing).
 
         Raises:
-            TypeError: `lease` is not a `Lease`.
+            TypeError: `lease` is not a `Lease` (say, `lease.resource`).
             ValueError: the lease is of another pool.
         """
         reset = self.options.reset
@@ -283,15 +281,23 @@ class Pool(FacadeBase[K, T]):
         """Replace `key`'s resource with a fresh one; `False` if none was open."""
         return cast(bool, self._ref.ask(Refresh(key)))
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Fail waiters, close every resource and stop every actor. Idempotent.
 
-        Held resources drain first (up to `drain_timeout`). Returns once every
-        thread of the pool has ended, except one stuck in user code.
+        Held resources drain first: `close` waits up to `timeout` seconds
+        (`None`: `drain_timeout`; `float("inf")`: forever) for their holders.
+        A lease still out then is left to its holder (a `pool.close.lease_out`
+        warning names it): its resource is closed when it is checked in,
+        never under it. Returns once the pool stopped and its thread ended
+        (except one stuck in user code); every later call raises
+        `PoolClosedError`, but a checkin still checks in.
+
+        Raises:
+            ValueError: a negative timeout (`TypeError`: not a number).
         """
-        future = cast(PoolFuture[Any], self._ref.ask(stop_message(), block=False))
+        future, bound = self._shutdown(timeout)
         try:
-            future.get(timeout=self._close_bound())
+            future.get(timeout=bound)
         except Exception:
             return
         self._ref.join(self.options.close_timeout)
@@ -347,9 +353,12 @@ class LeaseBlock(Generic[K, T]):
             return
         try:
             broken = exc is not None and self._pool.broken_by(exc)
-        except BaseException:  # is_broken raised: broken, then it propagates
+        except BaseException as error:  # is_broken raised: broken, propagates
+            lease.reason = f"is_broken raised {error!r} on {exc!r}"
             self._pool.checkin(lease, True)
             if exc is not None and isinstance(sys.exception(), Exception):
                 return  # a bug in is_broken must not hide the block's error
             raise
+        if broken:
+            lease.reason = repr(exc)
         self._pool.checkin(lease, broken)

@@ -108,6 +108,7 @@ class PoolSupervisor(PoolActor):
             im.Notes: lambda t, m, r: self._notes(t, woken=True),
             im.LeaseLost: lambda t, m, r: c.lost(t, m.lease),
             im.Resume: lambda t, m, r: c.resume(t),
+            im.Shutdown: lambda t, m, r: c.close(t, cid(r), wait=m.wait),
             im.Ready: lambda t, m, r: c.ready(t, m.rid, m.attempt, m.resource),
             im.Failed: lambda t, m, r: c.failed(t, m.rid, m.attempt, m.error),
             im.Closed: self._closed,
@@ -228,10 +229,8 @@ class PoolSupervisor(PoolActor):
 
     def _acquire(self, now: float, msg: Any, reply: Any, *, hold: bool) -> None:
         gone = reply is not None and not reply.pending  # gave up before we read it
-        cid = self._cid(reply, acquire=True)
-        self._core.acquire(
-            now, cid, msg.key, msg.timeout, msg.context, hold=hold, gone=gone
-        )
+        c, cid = self._core, self._cid(reply, acquire=True)
+        c.acquire(now, cid, msg.key, msg.timeout, msg.context, hold=hold, gone=gone)
 
     def _watch(self, watcher: pykka.ActorRef[Any], reply: Any, *, add: bool) -> None:
         self._watchers = [w for w in self._watchers if w != watcher] + [watcher] * add
@@ -286,4 +285,4 @@ class PoolSupervisor(PoolActor):
         for watcher in self._watchers:
             with contextlib.suppress(pykka.ActorDeadError):
                 watcher.tell(pm.PoolStopped(self.name, effect.reason))
-        live_pools.discard(cast(PoolRef, self.actor_ref))
+        cast(PoolRef, self.actor_ref).stopped(lambda: self._step(self._core.late_notes))

@@ -780,6 +780,17 @@ class Sim:
                 break
             self.step += 1
             self.check()
+        # Leases still out after the stop are checked in (forgotten ones too):
+        # a resource the close left to its holders closes at its last checkin,
+        # read by the caller (`PoolRef.wake` calls `core.late_notes`).
+        out = [h.lease for h in self.held]
+        out += [lease for users in self.users.values() for lease in users]
+        for lease in out:
+            if not lease.checked_in:
+                self._note(f"after the stop: checkin {_short(lease)}")
+                self.pub.checkin(lease, False)
+        self.held.clear()
+        self._feed("late", self.core.late_notes)
         for _ in range(FINISH_STEPS):  # actors with a finite hang end too
             self.step += 1
             if not self._actor_step():
@@ -2526,6 +2537,8 @@ class Sim:
             if actor.in_factory or actor.obj is not None:
                 existing += 1
                 res = core.resources.get(actor.rid)
+                if res is not None and res.left:
+                    continue  # the pool closed: left to its holders, uncounted
                 if res is None or res.phase not in COUNTED:
                     state = "nothing" if res is None else res.phase.value
                     raise Violation(
@@ -2928,12 +2941,18 @@ class Sim:
                 f"after Stopped: callers {list(core.callers)}, keys "
                 f"{list(core.keys)}, {len(core.waiters.slots)} in the slot queue"
             )
+        hung = set()  # closed after the stop, hung in close(): nobody waits
         for actor in self.actors:
-            if not (actor.dead or actor.abandoned):
+            res = core.resources.get(actor.rid)
+            if res is not None and res.left_closed and actor.due == INF:
+                hung.add(id(actor.obj))
+            elif not (actor.dead or actor.abandoned):
                 raise Violation(f"actor {actor.rid}.{actor.attempt} outlived the pool")
         for obj in self.objs:
-            if obj.closes == 0 and not any(
-                a.abandoned for a in self.actors if a.obj is obj
+            if (
+                obj.closes == 0
+                and id(obj) not in hung
+                and not any(a.abandoned for a in self.actors if a.obj is obj)
             ):
                 raise Violation(f"{obj!r} was never closed")
         if self.fleet is not None and self.fleet.pending:
