@@ -2535,10 +2535,10 @@ class Sim:
             if actor.dead or actor.abandoned:
                 continue
             if actor.in_factory or actor.obj is not None:
-                existing += 1
                 res = core.resources.get(actor.rid)
                 if res is not None and res.left:
                     continue  # the pool closed: left to its holders, uncounted
+                existing += 1
                 if res is None or res.phase not in COUNTED:
                     state = "nothing" if res is None else res.phase.value
                     raise Violation(
