@@ -125,6 +125,7 @@ class _State:
         "noted",
         "notes",
         "on_lost",
+        "origins",
         "pool_id",
         "queue",
         "register",
@@ -185,6 +186,8 @@ class _State:
         self.debug_on = True
         #: The last lease id given out (every lease of the pool is made here).
         self.lids = 0
+        #: Where leases were checked out (`leak_warning_after` on): id -> stack.
+        self.origins: dict[int, str] = {}
         #: Given to every lease made here: called if it is collected while out.
         self.on_lost: Callable[[Lease[Any, Any]], None] | None = None
 
@@ -222,9 +225,8 @@ class _State:
             return self.noted != QUIET
 
     def drain(self, *, woken: bool = False) -> tuple[list[tuple[Any, ...]], list[Any]]:
-        """The notes and hits left so far, for the core (the shell holds the
-        lock); `woken` when the supervisor handles a `Notes` message: it polls
-        from now on, so only urgent notes wake it."""
+        """The notes and hits so far, for the core; `woken`: a `Notes` message
+        (the supervisor polls from now on: only urgent notes wake it)."""
         if woken:
             self.noted = POLLING
         notes, hits = list(self.notes), list(self.hits)
@@ -233,9 +235,8 @@ class _State:
         return notes, hits
 
     def poll(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
-        """The notes and hits that came while the supervisor's mailbox stayed
-        empty for `POLL` (the shell holds the lock); if none came, callers
-        wake it from now on."""
+        """The notes and hits that came while the mailbox stayed empty for
+        `POLL`; if none came, callers wake the supervisor from now on."""
         if self.noted == WOKEN:  # its `Notes` message is late, or lost to an
             self.noted = POLLING  # interrupt: a look now is as good
         elif self.noted == POLLING and not (self.notes or self.hits):
@@ -243,8 +244,7 @@ class _State:
         return self.drain()
 
     def known(self, key: Hashable, idle: list[Any], queue: deque[int]) -> None:
-        """Exclusive: `key` has an idle list and a queue of callers now (the
-        core's own, shared with callers from here on)."""
+        """Exclusive: `key`'s idle list and queue (the core's), shared now."""
         self.idle[key] = idle
         self.queue[key] = queue
 
@@ -255,16 +255,14 @@ class _State:
 
     def show(self, key: Hashable, res: Any) -> None:
         """Shared: `res` is `key`'s open resource for hits now (`None`: none)."""
-        if not self.shared:
-            return
-        if res is None:
+        if self.shared and res is None:
             self.view.pop(key, None)
-        else:
+        elif self.shared:
             self.view[key] = res
 
     def hide(self, res: Any) -> bool:
-        """Shared: take `res` out of service for a reclaim, unless a plain
-        `acquire()` got it (then it is never reclaimed): whether it was."""
+        """Shared: `res` out of service for a reclaim, unless a plain
+        `acquire()` got it (never reclaimed then): whether it was."""
         if res.handed_out:
             return False
         res.retired = True
@@ -274,21 +272,20 @@ class _State:
         return True
 
     def mark_waiting(self, key: Hashable, waiting: bool) -> None:
-        """Callers of `key` are queued in the core (or no more): the counter
-        serves none of its callers past them."""
-        if waiting:
-            self.waiting.add(key)
-        else:
-            self.waiting.discard(key)
+        """Callers of `key` are queued in the core (or no more): none passed."""
+        (self.waiting.add if waiting else self.waiting.discard)(key)
 
     def starve(self, starved: bool) -> None:
         """Callers wait for a slot (or no more): a checkin is urgent news."""
         self.starved = starved
 
     def shut(self, name: str) -> None:
-        """The pool `name` stopped (the shell holds the lock): a checkout that
-        would queue itself fails at once."""
+        """The pool `name` stopped: a checkout would queue itself in vain."""
         self.closed = name
+
+    def origin(self, lid: int) -> str | None:
+        """Where lease `lid` was checked out, if known."""
+        return self.origins.get(lid)
 
     def forget(self) -> None:
         """After a fork, in the child: nothing of the parent's to take."""
@@ -306,8 +303,7 @@ class Counter(_State):
     # --- callers' side: each method one atomic step -------------------------
 
     def hit(self, key: Hashable) -> Any:
-        """`acquire(key)` of an open key in shared mode: its resource; `MISS`
-        otherwise. Keeps invariant 3 (the hit is noted with it)."""
+        """`acquire(key)` of an open shared key: its resource, or `MISS`."""
         ring = False
         try:
             with self.lock:
@@ -330,10 +326,8 @@ class Counter(_State):
         return res.obj
 
     def take(self, key: Hashable) -> Any:
-        """A checkout served here -- exclusive: an idle resource; shared: a
-        holder place on the open one -- as a `Lease`; `MISS` otherwise.
-        Keeps invariants 2 (taken and noted in one step) and 3 (never past
-        a queued caller)."""
+        """A checkout served here (an idle exclusive resource, or a place on
+        the open shared one), or `MISS`. Keeps invariants 2 and 3."""
         lease, ring = MISS, False
         try:
             with self.lock:
@@ -394,10 +388,8 @@ class Counter(_State):
             self.notes.pop()
 
     def enqueue(self, key: Hashable, timeout: float | None, since: float) -> Any:
-        """A checkout that must wait, queued here without a round trip: its
-        reply future; `MISS` if it must ask instead. Keeps invariant 3: it
-        takes its place in `queue[key]` and notes it in one step, and a
-        checkin may hand it a resource from then on."""
+        """A checkout that must wait, queued here (`queue[key]` and its note,
+        one step; a checkin may serve it): its future, or `MISS`. Invariant 3."""
         if not self.direct or timeout == 0 or self.register is None:
             return MISS
         context = self.context()
@@ -426,6 +418,12 @@ class Counter(_State):
         if ring:  # (an interrupt just here: the supervisor's own look finds it)
             self.wake()
         return future
+
+    def mark_origin(self, lease: Lease[Any, Any], where: str) -> None:
+        """Remember where `lease` was checked out (`leak_warning_after`)."""
+        with self.lock:
+            if not lease.checked_in:
+                self.origins[lease.lid] = where
 
     def give_back(self, future: Any) -> None:
         """Check in the lease `future` is or will be settled with, if it is one:
@@ -514,6 +512,8 @@ class Counter(_State):
 
     def _checkin(self, lease: Lease[Any, Any], broken: bool) -> bool:
         """The checkin's note and what it says; whether to wake the supervisor."""
+        if self.origins:
+            self.origins.pop(lease.lid, None)
         res: Any = lease.handle
         key = lease.key
         if not self.exclusive:
@@ -582,9 +582,8 @@ class Counter(_State):
     def _add(
         self, items: deque[Any], item: Any, urgent: bool, *also: Callable[[], Any]
     ) -> bool:
-        """Append `item` to `notes` or `hits` (and do `also` with it, at
-        once) and ring the doorbell. An interrupt past the append wakes the
-        supervisor here if this call rang, so nothing is stranded."""
+        """Append `item` (and do `also`, at once) and ring; interrupted past
+        the append, it wakes the supervisor itself if it rang."""
         before, was = len(items), self.noted
         try:
             if also:

@@ -7,6 +7,7 @@ The facades hold no pool state: each call is one message to the supervisor.
 from __future__ import annotations
 
 import math
+import traceback
 from collections.abc import Callable, Hashable, Iterator
 from math import inf as _INF
 from time import monotonic
@@ -45,6 +46,7 @@ else:
 
     K = TypeVar("K", bound=Hashable)
     T = TypeVar("T")
+L = TypeVar("L", bound=Lease[Any, Any])
 
 
 class FacadeBase(Generic[K, T]):
@@ -115,6 +117,14 @@ class FacadeBase(Generic[K, T]):
             while (left := deadline - monotonic()) > 0:
                 yield left
         raise AcquireTimeout(key, timeout)
+
+    def _watched(self, lease: L) -> L:
+        """`lease`, with where it was checked out remembered when
+        `leak_warning_after` is on (for `pool.lease.held_long`)."""
+        if self.options.leak_warning_after is not None:
+            stack = traceback.format_stack(limit=12)[:-2]  # the caller's frames
+            self._counter.mark_origin(lease, "".join(stack))
+        return lease
 
     def _check_failed(self, lease: Lease[Any, Any], error: Exception) -> None:
         self._events.warning(

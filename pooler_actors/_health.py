@@ -5,7 +5,9 @@ Part of the pure core (see [_core][pooler_actors._core]). Every
 resource nobody holds, `_PING_CHUNK` at a time (the rest after a `Resume`,
 so callers wait for one chunk, not for them all), and evicts (retires) a
 resource whose ping fails or is not answered within `ping_timeout` (the
-`ping` timer). It owns the `health` timer and the sweep in progress.
+`ping` timer). It owns the `health` timer and the sweep in progress, and
+the lease watch of `leak_warning_after` (the `leaks` timer): a lease held
+longer logs `pool.lease.held_long` once, with where it was checked out.
 """
 
 from __future__ import annotations
@@ -48,20 +50,52 @@ class Health(Part):
         super().__init__(core)
         self.timer: int | None = None  # the next sweep's `health` timer
         self.sweep: _Sweep | None = None  # the sweep in progress
+        self.leak_timer: int | None = None  # the next lease watch
+        self.warned: set[int] = set()  # leases held long, logged once
 
     def handlers(self) -> dict[str, Callable[[float, int], None]]:
         """The kinds of core timer this part handles, and how."""
-        return {"health": self.on_timer, "ping": self.on_ping_timeout}
+        return {
+            "health": self.on_timer,
+            "ping": self.on_ping_timeout,
+            "leaks": self.on_leaks,
+        }
 
     def start(self, now: float) -> None:
-        """The pool starts: arm the first sweep."""
+        """The pool starts: arm the first sweep (and the lease watch)."""
         interval = self.options.health_check_interval
         if interval is not None:
             self.timer = self.timers.add(now + interval, "health", 0)
+        self.on_leaks(now, 0)
+
+    def on_leaks(self, now: float, _ident: int) -> None:
+        """Log each lease held longer than `leak_warning_after`, once; look
+        again in a fraction of it."""
+        after = self.options.leak_warning_after
+        if after is None or self.core.closing is not None:
+            return
+        out: set[int] = set()
+        for res in self.core.inventory.resources.values():
+            for lid, since in res.leases.items():
+                out.add(lid)
+                if now - since >= after and lid not in self.warned:
+                    self.warned.add(lid)
+                    where = self.core.published.origin(lid)
+                    self.core.log(
+                        "warning",
+                        "pool.lease.held_long",
+                        res.key,
+                        lease=lid,
+                        held_s=now - since,
+                        checked_out_at=where,
+                    )
+        self.warned &= out  # memory follows the leases out
+        self.leak_timer = self.timers.add(now + max(after / 4, 0.01), "leaks", 0)
 
     def stop(self) -> None:
         """The pool closes: no sweep any more."""
         self.timers.cancel(self.timer)
+        self.timers.cancel(self.leak_timer)
         if self.sweep is not None:
             self.timers.cancel(self.sweep.timer)
             self.sweep = None

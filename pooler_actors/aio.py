@@ -162,20 +162,21 @@ class AsyncPool(FacadeBase[K, T]):
         [Pool.checkout][pooler_actors.Pool.checkout] (`check` may be async)."""
         wait = self._timeout(timeout)
         check = self.options.check
-        if check is None:
+        if check is None and self.options.leak_warning_after is None:
             return await self._checkout(key, timeout, wait)
         tries = self._checks(key, timeout, wait)
         while True:
             lease = await self._checkout(key, timeout, next(tries))
             try:
-                await _maybe_await(check(lease.resource))
+                if check is not None:
+                    await _maybe_await(check(lease.resource))
             except BaseException as error:
                 self._counter.checkin(lease, True)
                 if not isinstance(error, Exception):
                     raise
                 self._check_failed(lease, error)
                 continue
-            return lease
+            return self._watched(lease)
 
     async def _checkout(
         self, key: K, timeout: float | None, wait: float | None

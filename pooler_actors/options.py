@@ -69,6 +69,10 @@ class PoolOptions:
         is_broken: called with an exception that leaves a `lease` block; when
             it returns `True` the resource is checked in as broken. Default
             `None`: no exception means broken.
+        leak_warning_after: seconds a lease may be held before
+            `pool.lease.held_long` (warning) is logged for it, once, with
+            where it was checked out (HikariCP's leakDetectionThreshold).
+            Default `None`: off (no stack is taken at checkout).
         reset: called with the resource at every checkin, in the returning
             caller's thread, before the resource serves anyone else (a
             hand-on to a queued caller included); raising checks it in as
@@ -116,6 +120,7 @@ class PoolOptions:
     max_per_key: int = 1
     drain_timeout: float = 30.0
     is_broken: Callable[[BaseException], bool] | None = None
+    leak_warning_after: float | None = None
     reset: Callable[[Any], object] | None = None
     check: Callable[[Any], object] | None = None
     reclaim_idle: bool = True
@@ -146,6 +151,7 @@ class PoolOptions:
             "acquire_timeout",
             "max_lifetime",
             "max_idle_time",
+            "leak_warning_after",
         ):
             _check_seconds(name, getattr(self, name), optional=True)
         _check_seconds("create_backoff", self.create_backoff, optional=False)

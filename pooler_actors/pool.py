@@ -128,7 +128,7 @@ class Pool(FacadeBase[K, T]):
         options = self.options
         wait = options.acquire_timeout if timeout is None else self._timeout(timeout)
         check = options.check
-        if check is None:
+        if check is None and options.leak_warning_after is None:
             lease = self._counter.take(key)  # (the common case, without a call)
             if lease is not MISS:
                 return cast("Lease[K, T]", lease)
@@ -137,14 +137,15 @@ class Pool(FacadeBase[K, T]):
         while True:
             lease = self._checkout(key, timeout, next(tries))
             try:
-                check(lease.resource)
+                if check is not None:
+                    check(lease.resource)
             except BaseException as error:
                 self._counter.checkin(lease, True)
                 if not isinstance(error, Exception):
                     raise
                 self._check_failed(lease, error)
                 continue
-            return lease
+            return self._watched(lease)
 
     def _checkout(
         self, key: K, timeout: float | None, wait: float | None

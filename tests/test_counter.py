@@ -200,3 +200,28 @@ def test_interrupts_at_random_points_lose_nothing(max_holders: int | None) -> No
         wait_for(lambda: pool.stats().holders == 0, timeout=10)
         lease = pool.checkout("k", timeout=2)
         assert pool.checkin(lease)
+
+
+def test_a_lease_held_too_long_is_logged_once_with_where_it_was_taken() -> None:
+    """SPEC 11: with `leak_warning_after`, a lease held longer logs
+    `pool.lease.held_long` once, with where it was checked out."""
+    with (
+        capture_logs() as logs,
+        Pool(lambda key: _Conn(), max_holders=1, leak_warning_after=0.05) as pool,
+    ):
+        lease = pool.checkout("k", timeout=5)
+
+        def held() -> list[dict[str, Any]]:
+            return [e for e in logs if e["event"] == "pool.lease.held_long"]
+
+        wait_for(lambda: len(held()) == 1)
+        (event,) = held()
+        assert (event["key"], event["lease"]) == ("k", lease.lid)
+        assert event["held_s"] >= 0.05
+        assert "test_a_lease_held_too_long" in event["checked_out_at"]
+        first = pool.stats().checkouts
+        assert pool.checkin(lease)
+        again = pool.checkout("k", timeout=5)  # a short one: never logged
+        assert pool.checkin(again)
+        wait_for(lambda: pool.stats().checkouts == first + 1)
+        assert len(held()) == 1  # once per lease

@@ -113,13 +113,19 @@ def test_a_held_resource_over_a_shrunk_cap_closes_at_its_checkin() -> None:
     assert not _take(core, fx.Start)  # c still waits: used == cap
 
 
-def test_a_pool_closing_gives_a_resized_holder_its_drain_timeout() -> None:
+def test_a_pool_closing_leaves_resized_held_resources_to_their_holders() -> None:
+    """A resize retired a held resource (no drain timer while the pool is
+    open); the close then waits its time for holders and leaves each held
+    resource to its holder: closed at its checkin, never under it."""
     core = _core(max_open_resources=2, max_holders=1, drain_timeout=1.0)
-    _lease(core, 0.0, 1, "a")
-    _lease(core, 1.0, 2, "b")
+    a = _lease(core, 0.0, 1, "a")
+    b = _lease(core, 1.0, 2, "b")
     core.resize(2.0, 3, 1)
     core.close(3.0, 4)
-    core.advance(4.0)  # both drained by drain_timeout
+    core.advance(4.0)  # the close's wait for holders is over
+    assert _take(core, fx.Close) == []  # never under a holder
+    core.checkin(5.0, 5, a, broken=False)
+    core.checkin(5.0, 6, b, broken=False)
     assert len(_take(core, fx.Close)) == 2
 
 
