@@ -51,7 +51,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 CAP = 8
 TENANTS = [f"bench_{i:02d}" for i in range(20)]
 SHAPES = [("1x8", 1, 8), ("24x8", 24, 8), ("24x20", 24, 20)]
-WAYS = ["pooler", "pooler_k2", "psycopg_pool", "psycopg_pool_sem", "dict_lock"]
+WAYS = [
+    "pooler",
+    "pooler_k2",
+    "pooler_plain",
+    "psycopg_pool",
+    "psycopg_pool_sem",
+    "dict_lock",
+]
 
 
 class PgConn:
@@ -244,6 +251,36 @@ def _pooler(dsn_of: Callable[[str], str], per_key: int = 1) -> Way:
     )
 
 
+def _pooler_plain(dsn_of: Callable[[str], str]) -> Way:
+    """Plain psycopg connections (`ping=`/`close=`) and the psycopg
+    integration's block (`pooler_actors.psycopg.connection`), as a database
+    user writes it (SPEC 12); autocommit, as the other ways."""
+    import psycopg  # noqa: PLC0415
+
+    from pooler_actors import Pool  # noqa: PLC0415
+    from pooler_actors import psycopg as pgp  # noqa: PLC0415
+
+    pool: Any = Pool(
+        pgp.connector(dsn_of, autocommit=True),
+        ping=pgp.ping,
+        close=pgp.close,
+        max_open_resources=CAP,
+        max_holders=1,
+        is_broken=lambda e: isinstance(e, psycopg.OperationalError),
+        create_retries=5,
+        create_backoff=0.01,
+        health_check_interval=None,
+        name="bench-pg-plain",
+    )
+    return Way(
+        "pooler_plain",
+        "b_pooler_plain",
+        lambda tenant: pgp.connection(pool, tenant, timeout=30),
+        lambda conn: conn,
+        pool.close,
+    )
+
+
 def _psycopg_pools(
     dsn_of: Callable[[str], str], tenants: list[str], semaphore: bool
 ) -> Way:
@@ -327,6 +364,7 @@ def _shape(
             # Two connections per busy key under the same cap (issue 20's
             # thrash: reclaiming another key's idle connection for a second).
             ways["pooler_k2"] = _pooler(dsn_for("b_pooler_k2"), per_key=2)
+            ways["pooler_plain"] = _pooler_plain(dsn_for("b_pooler_plain"))
         except TypeError as exc:  # no lease API in this build of the pool
             rows.append(row(f"pg.{label}.pooler", math.nan, "", note=f"not run: {exc}"))
         ways["psycopg_pool"] = _psycopg_pools(dsn_for("b_psycopg"), tenants, False)
@@ -387,6 +425,13 @@ def _targets(label: str, ways: dict[str, Way], monitor: Any) -> list[Row]:
     )
     if ours.errors:
         out.append(target(f"pg.{label}.pooler.failed_requests", ours.errors, 0, "n"))
+    if "pooler_plain" in ways:  # plain objects + the integration: as pooler
+        plain = ways["pooler_plain"]
+        for ref in ("psycopg_pool", "psycopg_pool_sem"):
+            ratio = statistics.median(
+                a / b for a, b in zip(ways[ref].ops, plain.ops, strict=True)
+            )
+            out.append(target(f"pg.{label}.ops.{ref}/pooler_plain", ratio, 1.0))
     if "pooler_k2" in ways:  # max_per_key=2 costs no throughput: >= 0.9x
         k2 = ways["pooler_k2"]
         ratio = statistics.median(
@@ -415,7 +460,14 @@ def run(quick: bool) -> list[Row]:
     if find_bindir() is None:
         return [row("pg", math.nan, "", note=f"skipped: {HOW_TO_GET}")]
     rounds, seconds = (1, 0.25) if quick else (3, 2.0)
-    roles = ["b_pooler", "b_pooler_k2", "b_psycopg", "b_psycopg_sem", "b_dict"]
+    roles = [
+        "b_pooler",
+        "b_pooler_k2",
+        "b_pooler_plain",
+        "b_psycopg",
+        "b_psycopg_sem",
+        "b_dict",
+    ]
     # Per-tenant psycopg pools open one connection per tenant: 2 x 20, plus
     # the pooler's and the dict's 8 each, the monitor and the reserved slots.
     server = PgServer(max_connections=100)

@@ -258,3 +258,34 @@ def test_default_retries_absorb_the_slot_release_lag(pg: PgEnv) -> None:
     ]
     assert other == []
     assert done[0] > 100
+
+
+def test_check_discards_a_connection_killed_while_idle(pg: PgEnv) -> None:
+    """SPEC 12 (issue 21): with `check=` (psycopg_pool's `check_connection`:
+    a `SELECT 1`), a connection killed server-side while idle is discarded
+    at the next checkout, and the caller gets a working one -- the request
+    itself never sees the dead connection."""
+
+    def check(conn: Conn) -> None:
+        conn.execute("SELECT 1")
+
+    tenant = TENANTS[5]
+    with Pool(
+        pgp.connector(pg.dsn),
+        ping=pgp.ping,
+        close=pgp.close,
+        check=check,
+        max_holders=1,
+        max_open_resources=2,
+        health_check_interval=None,
+        name="pg-check",
+    ) as pool:
+        with pool.lease(tenant, timeout=10) as conn:
+            pid = conn.info.backend_pid
+        assert pg.server.terminate([pid]) == 1
+        with pool.lease(tenant, timeout=10) as fresh:
+            assert fresh is not conn
+            assert fresh.info.backend_pid != pid
+            assert fresh.execute("SELECT 1").fetchone() == (1,)
+        assert conn.closed  # discarded by the check, closed by the pool
+        assert pool.stats().broken == 1
