@@ -186,18 +186,11 @@ class Waiters(Part):
             caller = self.gave_up.pop(cid, None)
             if caller is None:
                 return  # answered already: the reply won the race
-        self.n["timeouts"] += 1
-        waited = self.drop(now, caller)
         if now >= caller.deadline:  # its deadline, kept in its own thread
-            self.core.log(
-                "warning",
-                "pool.acquire.timeout",
-                caller.key,
-                caller.context,
-                timeout=caller.timeout,
-                wait_s=waited,
-            )
+            self.time_out(now, caller)
         else:
+            self.n["timeouts"] += 1
+            waited = self.drop(now, caller)
             self.core.log(
                 "warning",
                 "pool.acquire.withdrawn",
@@ -231,6 +224,11 @@ class Waiters(Part):
             return  # answered, or served by a checkin (a GIVEN note is coming)
         del self.callers[cid]
         caller.timer = None
+        self.time_out(now, caller)
+        self.effects.append(Fail(cid, AcquireTimeout(caller.key, caller.timeout)))
+
+    def time_out(self, now: float, caller: Caller) -> None:
+        """`caller`'s deadline passed: out of its queues, counted, logged."""
         self.n["timeouts"] += 1
         waited = self.drop(now, caller)
         self.core.log(
@@ -241,7 +239,6 @@ class Waiters(Part):
             timeout=caller.timeout,
             wait_s=waited,
         )
-        self.effects.append(Fail(cid, AcquireTimeout(caller.key, caller.timeout)))
 
     def take_waiter(self, caller: Caller) -> bool:
         """Take queued `caller` out of the hit path's reach before the core
