@@ -10,36 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from core_kit import Res
+from core_kit import make_core as _core
+from core_kit import take as _take
+
 from pooler_actors import _effects as fx
 from pooler_actors._core import IN, WOKEN, PoolCore, Resource
 from pooler_actors._counter import MISS
 from pooler_actors._timers import Timers
 from pooler_actors.lease import Lease
-from pooler_actors.options import PoolOptions
-
-
-class Res:
-    """A resource the core hands out (it never calls it)."""
-
-    def close(self) -> None:
-        pass
-
-    def ping(self) -> None:
-        pass
-
-
-def _core(**options: Any) -> PoolCore:
-    options.setdefault("health_check_interval", None)
-    core = PoolCore(PoolOptions(**options), pool_id=object(), rand=lambda: 0.5)
-    core.start(0.0)
-    return core
-
-
-def _take(core: PoolCore, kind: type) -> list[Any]:
-    """The effects of one type emitted so far, removed from the list."""
-    found = [e for e in core.effects if isinstance(e, kind)]
-    core.effects.clear()
-    return found
 
 
 def test_cancelling_a_fired_timer_is_a_no_op() -> None:

@@ -8,34 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from core_kit import Res
+from core_kit import make_core as _core
+from core_kit import take as _take
 
 from pooler_actors import _effects as fx
 from pooler_actors._core import PoolCore
 from pooler_actors._lifecycle import Phase
 from pooler_actors.errors import PoolClosedError
 from pooler_actors.lease import Lease
-from pooler_actors.options import PoolOptions
-
-
-class Res:
-    def close(self) -> None:
-        pass
-
-    def ping(self) -> None:
-        pass
-
-
-def _core(**options: Any) -> PoolCore:
-    options.setdefault("health_check_interval", None)
-    core = PoolCore(PoolOptions(**options), pool_id=object(), rand=lambda: 0.5)
-    core.start(0.0)
-    return core
-
-
-def _take(core: PoolCore, kind: type) -> list[Any]:
-    found = [e for e in core.effects if isinstance(e, kind)]
-    core.effects.clear()
-    return found
 
 
 def _replies(core: PoolCore) -> dict[int, Any]:
