@@ -244,15 +244,26 @@ async def async_checkin(pool: AsyncPool[K, A], lease: Lease[K, A]) -> bool:
 
 class _Block:
     """`connection(pool, key)`: a `with` block for a `Pool`, `async with` for
-    an `AsyncPool`."""
+    an `AsyncPool`. One object is good for one block, as `pool.lease()`'s:
+    entering it again (nested, or from another thread) is a `RuntimeError`."""
 
-    __slots__ = ("_key", "_lease", "_pool", "_timeout")
+    __slots__ = ("_key", "_lease", "_once", "_pool", "_timeout")
 
     def __init__(self, pool: Any, key: Hashable, timeout: float | None) -> None:
         self._pool = pool
         self._key = key
         self._timeout = timeout
         self._lease: Lease[Any, Any] | None = None
+        self._once = [True]  # popped by the one enter (one atomic op)
+
+    def _enter_once(self) -> None:
+        try:
+            self._once.pop()
+        except IndexError:
+            raise RuntimeError(
+                f"this connection(pool, {self._key!r}) block was entered "
+                "already: one object is good for one with-statement"
+            ) from None
 
     def __enter__(self) -> Any:
         if not isinstance(self._pool, Pool):
@@ -260,6 +271,7 @@ class _Block:
                 f"`with connection(pool, key)` needs a Pool, got {self._pool!r} "
                 "(use `async with` for an AsyncPool)"
             )
+        self._enter_once()
         self._lease = self._pool.checkout(self._key, self._timeout)
         return self._lease.resource
 
@@ -282,6 +294,7 @@ class _Block:
                 f"`async with connection(pool, key)` needs an AsyncPool, got "
                 f"{self._pool!r} (use `with` for a Pool)"
             )
+        self._enter_once()
         self._lease = await self._pool.checkout(self._key, self._timeout)
         return self._lease.resource
 

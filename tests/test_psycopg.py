@@ -289,3 +289,16 @@ def test_check_discards_a_connection_killed_while_idle(pg: PgEnv) -> None:
             assert fresh.execute("SELECT 1").fetchone() == (1,)
         assert conn.closed  # discarded by the check, closed by the pool
         assert pool.stats().broken == 1
+
+
+def test_a_connection_block_is_good_for_one_with_statement(
+    pool: Pool[str, Any],
+) -> None:
+    """As `pool.lease()` (issue 20, finding 6): one block object entered
+    twice must not leak a lease or give an exclusive connection two holders."""
+    block = pgp.connection(pool, TENANTS[6], timeout=10)
+    with block:
+        with pytest.raises(RuntimeError, match="entered already"), block:
+            pass
+        assert pool.stats().holders == 1
+    assert pool.stats().holders == 0
