@@ -126,18 +126,13 @@ class FacadeBase(Generic[K, T]):
             self._counter.mark_origin(lease, "".join(stack))
         return lease
 
-    def _check_failed(self, lease: Lease[Any, Any], error: Exception) -> None:
+    def _hook_failed(
+        self, event: str, lease: Lease[Any, Any], error: Exception
+    ) -> None:
+        """The pool's `check` or `reset` raised for `lease`, which was checked
+        in as broken: `event` says so."""
         self._events.warning(
-            "pool.lease.check_failed",
-            lease.key,
-            None,
-            lease=lease.lid,
-            error=short_repr(error),
-        )
-
-    def _reset_failed(self, lease: Lease[Any, Any], error: Exception) -> None:
-        self._events.warning(
-            "pool.lease.reset_failed",
+            event,
             lease.key,
             None,
             lease=lease.lid,

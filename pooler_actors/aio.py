@@ -174,7 +174,7 @@ class AsyncPool(FacadeBase[K, T]):
                 self._counter.checkin(lease, True)
                 if not isinstance(error, Exception):
                     raise
-                self._check_failed(lease, error)
+                self._hook_failed("pool.lease.check_failed", lease, error)
                 continue
             return self._watched(lease)
 
@@ -206,7 +206,7 @@ class AsyncPool(FacadeBase[K, T]):
             self._counter.checkin(lease, True, reset=True)
             if not isinstance(error, Exception):
                 raise
-            self._reset_failed(lease, error)
+            self._hook_failed("pool.lease.reset_failed", lease, error)
             return True
         return self._counter.checkin(lease, False, reset=True)
 
