@@ -35,10 +35,12 @@ if TYPE_CHECKING:
     # imports it at run time, where typing.TypeVar has no defaults before 3.13.
     from typing_extensions import TypeVar
 
-    #: The key type. A factory that takes no key says nothing about keys, so
-    #: `Pool(connect)` with `connect() -> Conn` is a `Pool[Hashable, Conn]`;
-    #: `pool: Pool[str, Conn] = Pool(connect)` narrows it.
-    K = TypeVar("K", bound=Hashable, default=Hashable)
+    #: The key type. A factory that says nothing about keys -- one that takes
+    #: none, or a lambda -- leaves it open: `Pool(connect)` with
+    #: `connect() -> Conn` is a `Pool[Any, Conn]`, and in
+    #: `Pool(lambda dsn: psycopg.connect(dsn))` the lambda's `dsn` may be
+    #: passed on as a `str`; `pool: Pool[str, Conn] = Pool(...)` narrows it.
+    K = TypeVar("K", bound=Hashable, default=Any)
     #: The resource type (it has a default only because it follows `K`).
     T = TypeVar("T", default=Any)
 else:

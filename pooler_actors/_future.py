@@ -62,9 +62,12 @@ class PoolFuture(pykka.Future[T]):
         self._error: BaseException | None = None
         self._callbacks: list[Callable[[PoolFuture[T]], None]] | None = None
         self.withdrawn = False
-        #: Called once when the caller gives up (set by the pool's ref: it
-        #: tells the supervisor, which drops the caller from its queues).
-        self.on_withdraw: Callable[[], None] | None = None
+        #: Called once, with this future, when the caller gives up (set by the
+        #: pool's ref: it tells the supervisor, which drops the caller from its
+        #: queues). Given the future rather than closing over it: a future that
+        #: refers to itself is a reference cycle, freed only by the garbage
+        #: collector (a cycle per wait made the collector run every few dozen).
+        self.on_withdraw: Callable[[PoolFuture[Any]], None] | None = None
         #: The supervisor's number for the request (set and read in its thread).
         self.cid = 0
 
@@ -162,7 +165,7 @@ class PoolFuture(pykka.Future[T]):
             return False
         if self.on_withdraw is not None:
             with contextlib.suppress(pykka.ActorDeadError):
-                self.on_withdraw()
+                self.on_withdraw(self)
         return True
 
     def add_done_callback(self, fn: Callable[[PoolFuture[T]], None]) -> None:
@@ -288,7 +291,7 @@ class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
         future calls `withdraw(future)` when its caller gives up."""
         future: PoolFuture[Any] = PoolFuture()
         future.cid = cid = next(self.cids)
-        future.on_withdraw = lambda: withdraw(future)
+        future.on_withdraw = withdraw
         self[cid] = (future, True)
         return cid, future
 

@@ -145,7 +145,7 @@ class PoolRef(pykka.ActorRef[Any]):
                 "answer itself: call it from another thread or use block=False"
             )
         future: PoolFuture[Any] = PoolFuture()
-        future.on_withdraw = lambda: self.tell(Withdraw(future))
+        future.on_withdraw = self.withdraw
         cast(Mailbox, self.actor_inbox).put(Envelope(message, reply_to=future))
         if not block:
             return future
@@ -158,7 +158,7 @@ class PoolRef(pykka.ActorRef[Any]):
     def withdrawable(self, future: PoolFuture[Any]) -> PoolFuture[Any]:
         """`future`, which tells the supervisor when its caller gives up."""
         if future.on_withdraw is None:
-            future.on_withdraw = lambda: self.withdraw(future)
+            future.on_withdraw = self.withdraw
         return future
 
     def wait(self, future: PoolFuture[Any], timeout: float | None = None) -> Any:

@@ -36,12 +36,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, overload
 
 import psycopg
 from psycopg import pq
+from psycopg.rows import AsyncRowFactory, RowFactory, TupleRow
 
 from pooler_actors.aio import AsyncPool
 from pooler_actors.lease import Lease
@@ -66,6 +67,7 @@ K = TypeVar("K", bound=Hashable)
 C = TypeVar("C", bound="psycopg.Connection[Any]")
 A = TypeVar("A", bound="psycopg.AsyncConnection[Any]")
 C_co = TypeVar("C_co", covariant=True)
+R = TypeVar("R")
 
 _TX = pq.TransactionStatus
 #: Statuses in which a returned connection is rolled back, with a warning.
@@ -77,10 +79,30 @@ _UNUSABLE = (_TX.ACTIVE, _TX.UNKNOWN)
 # -- factories -------------------------------------------------------------------
 
 
+@overload
+def connector(
+    conninfo: None = None, *, row_factory: RowFactory[R], **kwargs: Any
+) -> Callable[[str], psycopg.Connection[R]]: ...
+@overload
+def connector(
+    conninfo: None = None, *, row_factory: None = None, **kwargs: Any
+) -> Callable[[str], psycopg.Connection[TupleRow]]: ...
+@overload
+def connector(
+    conninfo: Callable[[K], str], *, row_factory: RowFactory[R], **kwargs: Any
+) -> Callable[[K], psycopg.Connection[R]]: ...
+@overload
+def connector(
+    conninfo: Callable[[K], str], *, row_factory: None = None, **kwargs: Any
+) -> Callable[[K], psycopg.Connection[TupleRow]]: ...
 def connector(
     conninfo: Callable[[Any], str] | None = None, **kwargs: Any
 ) -> Callable[[Any], psycopg.Connection[Any]]:
     """A factory: `psycopg.connect(conninfo(key), **kwargs)` for each key.
+
+    Typed as what it opens: `Pool(connector(), ...)` is a
+    `Pool[str, psycopg.Connection[TupleRow]]` (`Connection[R]` with a
+    `row_factory`), and with `conninfo` the keys are what it takes.
 
     Args:
         conninfo: maps a key to its connection string; by default the key
@@ -95,10 +117,27 @@ def connector(
     return connect
 
 
+@overload
+def async_connector(
+    conninfo: None = None, *, row_factory: AsyncRowFactory[R], **kwargs: Any
+) -> Callable[[str], Awaitable[psycopg.AsyncConnection[R]]]: ...
+@overload
+def async_connector(
+    conninfo: None = None, *, row_factory: None = None, **kwargs: Any
+) -> Callable[[str], Awaitable[psycopg.AsyncConnection[TupleRow]]]: ...
+@overload
+def async_connector(
+    conninfo: Callable[[K], str], *, row_factory: AsyncRowFactory[R], **kwargs: Any
+) -> Callable[[K], Awaitable[psycopg.AsyncConnection[R]]]: ...
+@overload
+def async_connector(
+    conninfo: Callable[[K], str], *, row_factory: None = None, **kwargs: Any
+) -> Callable[[K], Awaitable[psycopg.AsyncConnection[TupleRow]]]: ...
 def async_connector(
     conninfo: Callable[[Any], str] | None = None, **kwargs: Any
-) -> Callable[[Any], Any]:
-    """An `AsyncPool` factory: `await psycopg.AsyncConnection.connect(...)`."""
+) -> Callable[[Any], Awaitable[psycopg.AsyncConnection[Any]]]:
+    """An `AsyncPool` factory: `await psycopg.AsyncConnection.connect(...)`,
+    typed as [connector][pooler_actors.psycopg.connector] is."""
 
     async def connect(key: Any) -> psycopg.AsyncConnection[Any]:
         dsn = key if conninfo is None else conninfo(key)

@@ -7,13 +7,13 @@ hooks are. It is never run (it would need a PostgreSQL server).
 
 from __future__ import annotations
 
-from typing import assert_type
+from typing import Any, assert_type
 
 import psycopg
-from psycopg.rows import TupleRow
+from psycopg.rows import DictRow, TupleRow, dict_row
 
 from pooler_actors import AsyncPool, Pool
-from pooler_actors.psycopg import connection
+from pooler_actors.psycopg import async_connector, connection, connector
 
 Conn = psycopg.Connection[TupleRow]
 AConn = psycopg.AsyncConnection[TupleRow]
@@ -34,6 +34,41 @@ def typed_pool() -> None:
     with pool.lease("dbname=acme") as conn:
         assert_type(conn, Conn)
     pool.close()
+
+
+def inferred_lambda() -> None:
+    # A lambda says nothing about its key: the key type stays open (Any), and
+    # `dsn` may be passed on as a `str`; the resource type is inferred.
+    pool = Pool(lambda dsn: psycopg.connect(dsn), ping=ping, max_holders=1)
+    assert_type(pool, Pool[Any, Conn])
+    with pool.lease("dbname=acme") as conn:
+        assert_type(conn, Conn)
+    pool.close()
+
+
+def tenant_dsn(tenant: str) -> str:
+    return f"dbname={tenant}"
+
+
+def connectors() -> None:
+    # The integration's factories are typed as what they open.
+    by_dsn = Pool(connector(), max_holders=1)
+    assert_type(by_dsn, Pool[str, Conn])
+    by_tenant = Pool(connector(tenant_dsn, autocommit=True), max_holders=1)
+    assert_type(by_tenant, Pool[str, Conn])
+    dicts = Pool(connector(tenant_dsn, row_factory=dict_row), max_holders=1)
+    assert_type(dicts, Pool[str, psycopg.Connection[DictRow]])
+    for pool in (by_dsn, by_tenant):
+        pool.close()
+    dicts.close()
+
+
+async def async_connectors() -> None:
+    pool = AsyncPool(async_connector(tenant_dsn), max_holders=1)
+    assert_type(pool, AsyncPool[str, AConn])
+    async with connection(pool, "acme") as conn:
+        assert_type(conn, AConn)
+    await pool.close()
 
 
 def lambda_pool() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable
-from typing import assert_type
+from typing import Any, assert_type
 
 from pooler_actors import (
     Acquire,
@@ -130,9 +130,9 @@ def leases() -> None:
 
 
 def key_less_factories() -> None:
-    # A factory that takes no key says nothing about keys: any hashable will do.
+    # A factory that takes no key says nothing about keys: they are left open.
     with Pool(connect_default) as anything:
-        assert_type(anything, Pool[Hashable, Conn])
+        assert_type(anything, Pool[Any, Conn])
         assert_type(anything.acquire(("region", 7)), Conn)
     # ...unless the application says which keys it uses.
     numbered: Pool[int, Conn] = Pool(connect_default)
@@ -209,7 +209,7 @@ async def with_asyncio() -> None:
         assert_type(await leased.checkin(lease), bool)
 
     async with AsyncPool(connect_default) as anything:
-        assert_type(anything, AsyncPool[Hashable, Conn])
+        assert_type(anything, AsyncPool[Any, Conn])
 
     # An async factory: the pool holds what it returns once awaited.
     async with AsyncPool(aconnect, health_check_interval=0.01) as native:
@@ -218,7 +218,7 @@ async def with_asyncio() -> None:
         assert_type(three, AsyncConn)
         assert three.db == 3
     async with AsyncPool(aconnect_default) as keyless:
-        assert_type(keyless, AsyncPool[Hashable, AsyncConn])
+        assert_type(keyless, AsyncPool[Any, AsyncConn])
 
 
 def main() -> None:
