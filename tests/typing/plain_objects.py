@@ -39,7 +39,11 @@ def typed_pool() -> None:
 def inferred_lambda() -> None:
     # A lambda says nothing about its key: the key type stays open (Any), and
     # `dsn` may be passed on as a `str`; the resource type is inferred.
-    pool = Pool(lambda dsn: psycopg.connect(dsn), ping=ping, max_holders=1)
+    pool = Pool(
+        lambda dsn: psycopg.connect(dsn),  # noqa: PLW0108 (the point here)
+        ping=ping,
+        max_holders=1,
+    )
     assert_type(pool, Pool[Any, Conn])
     with pool.lease("dbname=acme") as conn:
         assert_type(conn, Conn)
