@@ -1,5 +1,9 @@
-"""The counter (SPEC 11, issue 20): findings 2, 3, 6 and 8 of the issue, each
-through the public API, each failing on the code before the counter."""
+"""The counter (SPEC 11, issue 20): findings 1, 2, 3, 5, 6 and 7 of the
+issue (4 is in test_leases.py), each failing on the code before the counter
+(0ad1340). All go through the public API but finding 5's, which drives the
+pure core and its counter by hand: its schedule needs a caller to act between
+the supervisor's read of the notes and the core's handling of them, which the
+counter's lock now makes one step."""
 
 from __future__ import annotations
 
@@ -13,9 +17,12 @@ from typing import Any
 
 import pytest
 from conftest import wait_for
+from core_kit import Res, make_core, take
 from structlog.testing import capture_logs
 
 from pooler_actors import AcquireTimeout, AsyncPool, Pool
+from pooler_actors import _effects as fx
+from pooler_actors._future import Replies
 from pooler_actors.messages import Checkout, check_timeout
 
 
@@ -225,3 +232,44 @@ def test_a_lease_held_too_long_is_logged_once_with_where_it_was_taken() -> None:
         assert pool.checkin(again)
         wait_for(lambda: pool.stats().checkouts == first + 1)
         assert len(held()) == 1  # once per lease
+
+
+def test_self_queued_checkouts_are_served_in_the_order_they_queued() -> None:
+    """Finding 5: FIFO per key inverted for checkouts that queued themselves
+    (served 2, 1). On the old code nothing was locked: the supervisor took
+    checkout 1's `ASK` note, checkout 2 queued itself (its number behind 1's
+    in the key's queue, its note not read yet), then the core, reading 1's
+    note, took 1's number out of the queue and put it back at the end,
+    behind 2; the holder's checkin, in its own thread before 2's note was
+    read, handed the resource to 2. Now a self-queued checkout keeps its
+    place when its note is read.
+
+    Checkout 2 acting between the supervisor's read of the notes and the
+    core's handling of them is what the counter's lock now rules out in the
+    shell, so the pure core and its counter are driven by hand, with the
+    shell's own reply futures (`Replies`), through exactly that schedule."""
+    core = make_core(max_open_resources=1, max_holders=1)
+    counter = core.published
+    replies = Replies()
+    counter.claim = replies.claim
+    counter.register = lambda: replies.register(lambda future: None)  # no shell
+    core.acquire(0.0, next(replies.cids), "k", None, {}, hold=True)
+    (start,) = take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    (reply,) = take(core, fx.Reply)
+    held = reply.value  # the key's only resource, held
+    first = counter.enqueue("k", 5.0, 1.0)  # queues itself: number and note
+    read = counter.drain()  # the supervisor takes 1's note...
+    second = counter.enqueue("k", 5.0, 2.0)  # ...2 queues itself behind 1...
+    core.notes(3.0, *read)  # ...and the core reads 1's note
+    assert counter.checkin(held, False)  # handed on to the first in line
+    served = [n for n, future in ((1, first), (2, second)) if not future.pending]
+    assert served == [1]
+    assert first.get(timeout=0).resource is held.resource
+    core.notes(4.0, *counter.drain())  # 2's note, the hand-on's
+    lease = first.get(timeout=0)
+    assert counter.checkin(lease, False)
+    assert second.get(timeout=0).resource is held.resource
+    core.notes(5.0, *counter.drain())
+    stats = core.snapshot()
+    assert (stats.holders, stats.wait_count, stats.checkouts) == (1, 0, 3)
