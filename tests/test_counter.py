@@ -1,4 +1,4 @@
-"""The counter (SPEC 11, issue 20): findings 1, 2, 3, 5, 6 and 7 of the
+"""The counter (SPEC 11, issue 20): findings 1, 2, 3, 5, 6, 7 and 8 of the
 issue (4 is in test_leases.py), each failing on the code before the counter
 (0ad1340). All go through the public API but finding 5's, which drives the
 pure core and its counter by hand: its schedule needs a caller to act between
@@ -13,6 +13,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,10 +21,11 @@ from conftest import wait_for
 from core_kit import Res, make_core, take
 from structlog.testing import capture_logs
 
-from pooler_actors import AcquireTimeout, AsyncPool, Pool
+from pooler_actors import AcquireTimeout, AsyncPool, Pool, PoolClosedError
 from pooler_actors import _effects as fx
+from pooler_actors._core import PoolCore
 from pooler_actors._future import Replies
-from pooler_actors.messages import Checkout, check_timeout
+from pooler_actors.messages import Checkout, GetStats, check_timeout
 
 
 class _Conn:
@@ -273,3 +275,118 @@ def test_self_queued_checkouts_are_served_in_the_order_they_queued() -> None:
     core.notes(5.0, *counter.drain())
     stats = core.snapshot()
     assert (stats.holders, stats.wait_count, stats.checkouts) == (1, 0, 3)
+
+
+class _Bug(Exception):
+    """A bug in the core, injected."""
+
+
+class _Numbers:
+    """An `itertools.count` that remembers every number it hands out."""
+
+    def __init__(self, numbers: Iterator[int]) -> None:
+        self.numbers = numbers
+        self.given: list[int] = []
+
+    def __iter__(self) -> _Numbers:
+        return self
+
+    def __next__(self) -> int:
+        number = next(self.numbers)
+        self.given.append(number)
+        return number
+
+
+def test_a_core_bug_fails_every_caller_while_callers_keep_queueing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding 8: when the core failed with a bug, the supervisor's crash
+    path iterated its reply futures (a dict) while callers that queue
+    themselves at the counter inserted theirs from their own threads (and
+    checkins handing their resource on deleted them): `RuntimeError:
+    dictionary changed size during iteration` escaped the crash path, the
+    supervisor's thread died, and every caller it had not failed yet hung,
+    past its own timeout. Request numbers came from one `itertools.count`,
+    advanced by the supervisor and by the callers' threads. Now both happen
+    under the counter's lock.
+
+    One core method raises (`PoolCore.stats`, for a told `GetStats`) while
+    threads keep queueing checkouts of a held exclusive key at the counter,
+    each again at once when it is failed. Behind them in the supervisor's
+    dict wait a few checkouts asked by message, each with a done-callback:
+    the pool runs a callback due on its own thread on a thread of its own,
+    so failing one of those futures starts a thread, and the callers failed
+    just before run meanwhile -- on the old code, inside the iteration. The
+    race is thus shown reliably there (10 runs of 10 failed; without the
+    callbacks, 2 of 5 with a 1 us switch interval, 0 of 3 without). Every
+    caller is answered -- the bug, or `PoolClosedError` once the pool
+    stopped, never its own timeout --, nothing escapes the supervisor's
+    thread, and no request number is given twice (on a GIL build `next` of
+    a count is atomic, so that check cannot fail there: it guards
+    free-threaded builds)."""
+    workers, asked = 32, 8
+    escaped: list[BaseException | None] = []
+    monkeypatch.setattr(
+        threading, "excepthook", lambda args: escaped.append(args.exc_value)
+    )
+    outcomes: list[object] = []  # each answer: a lease or an error
+    with Pool(lambda key: _Conn(), max_open_resources=1, max_holders=1) as pool:
+        held = pool.checkout("k", timeout=5)
+        # Watched, not changed: the supervisor's numbers, each remembered.
+        supervisor: Any = pool.actor_ref._actor_weakref()
+        numbers = supervisor._replies.cids = _Numbers(supervisor._replies.cids)
+
+        def queue_again() -> None:
+            while True:
+                try:
+                    lease = pool.checkout("k", timeout=2)
+                except _Bug as error:  # the pool failed: at once, again
+                    outcomes.append(error)
+                    continue
+                except Exception as error:  # PoolClosedError, AcquireTimeout
+                    outcomes.append(error)
+                    return
+                outcomes.append(lease)
+                pool.checkin(lease)
+
+        threads = [
+            threading.Thread(target=queue_again, daemon=True) for _ in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: pool.stats().wait_count == workers)
+        futures = [
+            pool.actor_ref.ask(Checkout("k", timeout=2), block=False)
+            for _ in range(asked)
+        ]
+        answered = threading.Semaphore(0)
+
+        def answer(future: Any) -> None:
+            try:
+                outcomes.append(future.get(timeout=0))
+            except Exception as error:
+                outcomes.append(error)
+            answered.release()
+
+        for future in futures:
+            future.add_done_callback(answer)
+        wait_for(lambda: pool.stats().wait_count == workers + asked)
+
+        def bug(self: PoolCore, cid: int) -> None:
+            raise _Bug("a bug in the core")
+
+        monkeypatch.setattr(PoolCore, "stats", bug)
+        pool.actor_ref.tell(GetStats())  # the core fails reading it
+        deadline = time.monotonic() + 4
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for _ in futures:
+            answered.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        assert not escaped  # (was: RuntimeError, dictionary changed size)
+        assert not [t for t in threads if t.is_alive()]  # nobody hangs
+        kinds = {type(outcome) for outcome in outcomes}
+        assert kinds <= {_Bug, PoolClosedError}, kinds  # (was: AcquireTimeout)
+        assert len(outcomes) == 2 * workers + asked  # failed, then closed out
+        assert len(set(numbers.given)) == len(numbers.given)
+        assert pool.closed
+        assert pool.checkin(held)
