@@ -60,7 +60,7 @@ from pooler_actors._counter import (
 )
 from pooler_actors._counter import Counter as Published
 from pooler_actors._creations import Creations
-from pooler_actors._effects import Effect, Fail, Handed, Log, Reply, Stopped
+from pooler_actors._effects import Effect, Fail, Log, Reply, Stopped
 from pooler_actors._fleet import Fleet
 from pooler_actors._health import Health
 from pooler_actors._inventory import Inventory, KeyEntry, Resource
@@ -116,6 +116,9 @@ class PoolCore:
         self._exclusive = options.max_holders == 1
         #: What the shell must do next, in order; it drains the list.
         self.effects: list[Effect] = []
+        #: Requests a checkin answered at the counter (`GIVEN` notes): the
+        #: shell forgets their replies in the same hold of the lock.
+        self.handed: list[int] = []
         #: Whether debug events are wanted (set by the shell; skips building them).
         self._debug = True
         #: The state callers' threads may read and take from (the hit path).
@@ -453,7 +456,7 @@ class PoolCore:
         """A checkin handed `res` straight to queued caller `cid` (rule 9):
         one holder for another, and the caller answered."""
         self.n["checkouts"] += 1
-        self.effects.append(Handed(cid))
+        self.handed.append(cid)
         res.last_used = now
         since = res.leases.pop(lease.lid, None)
         if since is not None:  # else voided by a drain timeout: so is `given`

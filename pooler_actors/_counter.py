@@ -404,7 +404,8 @@ class Counter(_State):
                 raise PoolClosedError(self.closed)
             cid, future = self.register()
             # A resource idle now (retired ones aside) is served at once.
-            urgent = any(not r.retired for r in self.idle.get(key, ()))
+            idle = self.idle.get(key)
+            urgent = any(not r.retired for r in idle) if idle else False
             note = (ASK, key, cid, since, timeout, context, queue)
             try:
                 _together(partial(queue.append, cid), partial(self.notes.append, note))
@@ -566,11 +567,11 @@ class Counter(_State):
         caller's own later notes follow that one. Once claimed, the caller is
         answered whatever interrupts this."""
         given = self.lease(lease.key, res)
-        cid = queue.popleft()
-        try:
-            return self._post((GIVEN, res, lease, given, cid), False)
+        note = (GIVEN, res, lease, given, queue[0])
+        try:  # (cut short before its `popleft`, the number left is stale:
+            queue.popleft()  # a checkin's claim of it finds it settled)
+            return self._post(note, False)
         finally:
-            note = (GIVEN, res, lease, given, cid)
             if not self._noted(lease) and self._add(self.notes, note, False):
                 self.wake()
             fulfil(given)  # settles only: a user's callback runs elsewhere

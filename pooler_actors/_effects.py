@@ -17,7 +17,6 @@ __all__ = [
     "Close",
     "Effect",
     "Fail",
-    "Handed",
     "Log",
     "Ping",
     "Reply",
@@ -50,14 +49,6 @@ class Fail:
 
     cid: int
     error: BaseException
-
-
-@dataclass(frozen=True, slots=True)
-class Handed:
-    """A checkin handed a resource straight to caller ``cid`` (at the
-    counter): its reply is settled; forget it."""
-
-    cid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +130,6 @@ class Stopped:
 Effect = (
     Reply
     | Fail
-    | Handed
     | Start
     | Ping
     | Close

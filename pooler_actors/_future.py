@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import pykka
 
 from pooler_actors import _pykka
+from pooler_actors._effects import Fail, Reply
 
 if TYPE_CHECKING:
     from pooler_actors._pykka import OptExcInfo
@@ -36,6 +37,7 @@ _VALUE = 1
 _ERROR = 2
 _CLAIMED = 3  # a checkin on the hit path settles it next (`claim`)
 _OPEN = (_PENDING, _CLAIMED)
+_ANSWERS = (Reply, Fail)  # the effects that settle a request's reply
 
 
 class _Handing(threading.local):
@@ -301,7 +303,7 @@ class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
         counter's lock: a checkin handing its resource on. Claiming again
         before the fulfil (a checkin interrupted just after its claim) gives
         the same `fulfil`. The request is forgotten here once the core has
-        read the checkin's note (`Handed`)."""
+        read the checkin's note (`PoolCore.handed`)."""
         entry = self.get(cid)
         if entry is None:
             return None
@@ -309,6 +311,23 @@ class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
         if not (future.claim() or future.claimed):
             return None  # it gave up: the core may still grant it (undelivered)
         return future.fulfil
+
+    def take_for(
+        self,
+        effects: list[Any],
+        handed: list[int],
+        taken: dict[int, tuple[PoolFuture[Any], bool]],
+    ) -> None:
+        """After a core event, under the counter's lock: forget the requests
+        a checkin answered at the counter (`handed`, emptied), and move the
+        reply of each `Reply` or `Fail` in `effects` into `taken`, for the
+        shell to settle outside the lock."""
+        for cid in handed:
+            self.pop(cid, None)
+        handed.clear()
+        for effect in effects:
+            if type(effect) in _ANSWERS and effect.cid in self:
+                taken[effect.cid] = self.pop(effect.cid)
 
     def take_grants(self, *, every: bool = False) -> list[PoolFuture[Any]]:
         """Forget every request still waiting for a grant (or `every` one):

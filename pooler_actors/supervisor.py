@@ -74,6 +74,8 @@ class PoolSupervisor(PoolActor):
         rand = lambda: random.uniform(0.0, 1.0)  # noqa: E731 - looked up per call
         self._core = c = PoolCore(options, pool_id=self, rand=rand)
         self._counter, self._replies = c.published, Replies()
+        #: The replies of this step's effects, taken from `_replies` (`_step`).
+        self._taken: dict[int, tuple[PoolFuture[Any], bool]] = {}
         self._lock = ref.attach(c.published, self._replies, self._events)
         self._watchers: list[pykka.ActorRef[Any]] = []
         self._fleet: Any = None
@@ -105,7 +107,7 @@ class PoolSupervisor(PoolActor):
             pm.Unwatch: lambda t, m, r: self._watch(m.watcher, r, add=False),
             im.Withdraw: lambda t, m, r: c.give_up(t, m.future.cid),
             im.HealthTick: lambda t, m, r: c.health_check(t),
-            im.Notes: lambda t, m, r: self._notes(t, woken=True),
+            im.Notes: lambda t, m, r: self._notes(t, woken=True),  # (see _dispatch)
             im.LeaseLost: lambda t, m, r: c.lost(t, m.lease),
             im.Resume: lambda t, m, r: c.resume(t),
             im.Shutdown: lambda t, m, r: c.close(t, cid(r), wait=m.wait),
@@ -122,7 +124,6 @@ class PoolSupervisor(PoolActor):
         self._do: dict[type, Callable[[Any], None]] = {
             fx.Reply: self._reply,
             fx.Fail: self._reply,
-            fx.Handed: self._reply,
             fx.Start: lambda e: a.start(e.rid, e.key, e.attempt),
             fx.Ping: lambda e: a.tell(e.rid, im.Ping(e.seq)),
             fx.Close: lambda e: a.stop(e.rid),
@@ -153,13 +154,12 @@ class PoolSupervisor(PoolActor):
         ref.thread.start()
 
     def _run(self) -> None:
-        """Receive messages until stopped, feeding notes and due timers first."""
+        """Receive messages until stopped, feeding due timers first (each step
+        reads the callers' notes before its own event: see `_step`)."""
         self._step(self._core.start)
         inbox = cast(Mailbox, self.actor_inbox)
         counter = self._counter
         while not self.actor_stopped.is_set():
-            if counter.pending():
-                self._step(self._notes)
             deadline, now = self._core.next_deadline(), monotonic()
             if deadline is not None and deadline <= now:
                 self._step(self._core.advance)
@@ -172,16 +172,15 @@ class PoolSupervisor(PoolActor):
                 envelope = inbox.get(timeout=wait)
             except queue.Empty:
                 if polling:
-                    self._step(lambda now: self._notes(now, poll=True))
+                    self._step(lambda now: self._notes(now, poll=True), notes=False)
                 continue
-            if counter.pending():  # a caller's notes precede its messages
-                self._step(self._notes)
             self._dispatch(envelope.message, cast(Any, envelope.reply_to))
 
     def _dispatch(self, message: Any, reply: PoolFuture[Any] | None) -> None:
         handler = self._on_message.get(type(message))
-        if handler is not None:
-            self._step(lambda now: handler(now, message, reply))
+        if handler is not None:  # (a `Notes` message reads them itself)
+            notes = type(message) is not im.Notes
+            self._step(lambda now: handler(now, message, reply), notes=notes)
         elif _pykka.is_stop(message):
             self._step(lambda now: self._core.close(now, self._cid(reply)))
         else:  # a message of a subclass's own (pykka's on_receive contract)
@@ -198,14 +197,23 @@ class PoolSupervisor(PoolActor):
             if reply is not None:
                 reply.try_set(result)
 
-    def _step(self, event: Callable[[float], None]) -> None:
-        """Feed one event to the core under the counter's lock, then its effects."""
+    def _step(self, event: Callable[[float], None], *, notes: bool = True) -> None:
+        """Feed one event to the core under the counter's lock, then its effects.
+
+        In the same hold: the notes so far first (`notes`), so a caller's notes
+        precede its later messages; after, the replies the effects settle are
+        taken from `Replies` and those of `PoolCore.handed` forgotten."""
         debug = self._events.debug_known()  # debug events if logged
+        core = self._core
         try:
             with self._lock:
-                self._core.debug = debug  # (and the counter's, for callers)
-                event(monotonic())
-            effects = self._core.effects
+                core.debug = debug  # (and the counter's, for callers)
+                now = monotonic()
+                if notes:
+                    self._notes(now)
+                event(now)
+                self._replies.take_for(core.effects, core.handed, self._taken)
+            effects = core.effects
             while effects:
                 effect = effects.pop(0)
                 self._do[type(effect)](effect)
@@ -213,6 +221,8 @@ class PoolSupervisor(PoolActor):
             self._events.error("pool.failed", error=repr(error))
             with self._lock:
                 futures = self._replies.take_grants(every=True)
+            futures += [future for future, _ in self._taken.values()]
+            self._taken.clear()
             for future in futures:
                 future.try_fail(error)
             self._actors.stop_all()
@@ -239,7 +249,8 @@ class PoolSupervisor(PoolActor):
 
     def _notes(self, now: float, *, woken: bool = False, poll: bool = False) -> None:
         read = self._counter.poll() if poll else self._counter.drain(woken=woken)
-        self._core.notes(now, *read)
+        if read[0] or read[1]:
+            self._core.notes(now, *read)
 
     def _closed(self, now: float, msg: im.Closed, _reply: object) -> None:
         self._actors.ended(msg.rid, msg.attempt)
@@ -247,10 +258,9 @@ class PoolSupervisor(PoolActor):
 
     # --- effects ----------------------------------------------------------------
 
-    def _reply(self, effect: fx.Reply | fx.Fail | fx.Handed) -> None:
-        with self._lock:  # callers register and offer replies under it too
-            future, acquire = self._replies.pop(effect.cid, (None, False))
-        if future is None or isinstance(effect, fx.Handed):
+    def _reply(self, effect: fx.Reply | fx.Fail) -> None:
+        future, acquire = self._taken.pop(effect.cid, (None, False))
+        if future is None:
             return
         if isinstance(effect, fx.Fail):
             future.try_fail(effect.error)
@@ -285,4 +295,5 @@ class PoolSupervisor(PoolActor):
         for watcher in self._watchers:
             with contextlib.suppress(pykka.ActorDeadError):
                 watcher.tell(pm.PoolStopped(self.name, effect.reason))
-        cast(PoolRef, self.actor_ref).stopped(lambda: self._step(self._core.late_notes))
+        late = self._core.late_notes
+        cast(PoolRef, self.actor_ref).stopped(lambda: self._step(late, notes=False))

@@ -896,6 +896,7 @@ class Sim:
             with self.lock:
                 rang = self.pub.noted
                 event(self.now)
+                core.handed.clear()  # the shell forgets replies a checkin settled
                 self._core_rang(rang)
             self._effects()
         except Violation:
@@ -1263,8 +1264,6 @@ class Sim:
                 pass
             case fx.Reply():
                 self._on_reply(effect)
-            case fx.Handed():
-                pass  # the shell forgets the reply a checkin settled
             case fx.Fail():
                 self._on_fail(effect)
             case fx.Start():
