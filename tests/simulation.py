@@ -2572,10 +2572,12 @@ class Sim:
                     raise Violation(f"the key map of {key!r} holds {res.rid}")
                 if core.resources.get(res.rid) is not res:
                     raise Violation(f"the key map of {key!r} holds a dead {res.rid}")
-            if sum(r.standby for r in entry.resources) > 1:
+            if sum(bool(r.replaces) for r in entry.resources) > 1:
                 raise Violation(f"two refresh standbys for {key!r}")
             if _per_key(entry) > opts.max_per_key:
-                shown = [(r.rid, r.phase.value, r.standby) for r in entry.resources]
+                shown = [
+                    (r.rid, r.phase.value, bool(r.replaces)) for r in entry.resources
+                ]
                 raise Violation(
                     f"single flight: {key!r} has {shown} > max_per_key="
                     f"{opts.max_per_key}"
@@ -2981,11 +2983,7 @@ def _rids(view: dict[Hashable, Resource]) -> dict[Hashable, int]:
 def _per_key(entry: KeyEntry) -> int:
     """Resources of a key toward `max_per_key`: a refresh's standby is not one
     more while a resource it replaces is still in the key map."""
-    return sum(
-        1
-        for r in entry.resources
-        if not (r.standby and any(old.mapped for old in r.replaces))
-    )
+    return sum(1 for r in entry.resources if not any(old.mapped for old in r.replaces))
 
 
 def _is_refill(item: Any) -> bool:

@@ -98,7 +98,7 @@ def _hide_standbys(monkeypatch: pytest.MonkeyPatch) -> None:
     original = Placement.joinable
 
     def joinable(self: Placement, entry: KeyEntry, hold: bool) -> Resource | None:
-        visible = [r for r in entry.resources if not r.standby]
+        visible = [r for r in entry.resources if not r.replaces]
         return original(self, KeyEntry(entry.key, visible), hold)
 
     monkeypatch.setattr(Placement, "joinable", joinable)
@@ -132,7 +132,7 @@ def test_the_simulation_catches_a_second_factory_call_for_a_refreshed_key(
     neither joinable nor counted toward `max_per_key`."""
 
     def count(self: Placement, entry: KeyEntry) -> int:
-        return sum(1 for r in entry.resources if not r.standby)
+        return sum(1 for r in entry.resources if not r.replaces)
 
     _hide_standbys(monkeypatch)
     monkeypatch.setattr(Placement, "count", count)
