@@ -139,6 +139,22 @@ def test_the_simulation_catches_a_second_factory_call_for_a_refreshed_key(
     _first_violation(SEARCH_SEEDS)
 
 
+def test_the_simulation_catches_a_swap_that_keeps_the_replaced_resource(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refresh's standby is swapped in (`STANDBY --swap--> OPEN`) but what
+    it replaces stays in service: the swap does not see `replaces`."""
+    swap = Inventory.swap
+
+    def forgetful(self: Inventory, now: float, res: Resource) -> None:
+        res.replaces = []  # hidden from the real swap: nothing retires
+        swap(self, now, res)
+
+    monkeypatch.setattr(Inventory, "swap", forgetful)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "after its refresh's replacement was swapped in" in str(found.violation)
+
+
 def test_the_simulation_catches_a_close_under_a_holder(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
