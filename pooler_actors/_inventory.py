@@ -10,11 +10,11 @@ leaves service (the key map) only through `unmap`: by
 closes now, or drains), which is how a refresh's replaced resources leave
 at its standby's [swap][pooler_actors._inventory.Inventory.swap]; or, when
 its life ends at once (a creation failed or withdrawn, its actor stopped
-unasked), right before `move` takes it to `GONE`. It leaves the pool only
-through `move(..., "closed" | "failed" | "cancelled")` to `GONE`, which
-cancels its timers, gives its fleet slot back and forgets it. The
-per-resource timers that end a life are here too: `lifetime`, `idle`,
-`drain` and `close`.
+unasked), right before `move` takes it to `GONE` (`ABANDONED`: a factory
+that hangs). It leaves the pool only through `move(..., "closed" |
+"failed" | "cancelled")` to `GONE`, which cancels its timers, gives its
+fleet slot back and forgets it. The per-resource timers that end a life
+are here too: `lifetime`, `idle`, `drain` and `close`.
 """
 
 from __future__ import annotations
