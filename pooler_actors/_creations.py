@@ -7,9 +7,9 @@ for its key (single flight), and starts its factory (`Start`, with a
 `create` timer). A failed try waits `create_backoff` (jittered, doubling)
 in `BACKOFF`, on a `retry` timer, and tries again while `create_retries`,
 its callers' deadlines and its slot allow; a factory that never returns is
-written off (`Abandon`). Once open, it answers its joiners, swaps a
-refresh's standby in, and is published. Its own state is `rand`, the jitter
-source the shell passes in.
+written off (`Abandon`). Once ready, it answers its joiners, a refresh's
+standby is swapped in (`STANDBY` to `OPEN`), and it is published. Its own
+state is `rand`, the jitter source the shell passes in.
 """
 
 from __future__ import annotations
@@ -87,7 +87,10 @@ class Creations(Part):
         res.obj = obj
         res.opened = True
         res.last_used = now
-        self.core.inventory.move(now, res, "ready")
+        # A refresh's replacement (still in the key map) is a standby: it
+        # serves the callers that joined it, then is swapped in.
+        standby = bool(res.replaces)
+        self.core.inventory.move(now, res, "standby" if standby else "ready")
         self.n["created"] += 1
         self.core.sizing.opened(res.key)
         self.core.log(
@@ -102,12 +105,8 @@ class Creations(Part):
             self.core.waiters.answer(
                 now, caller, self.core.placement.hand(now, res, caller.key, caller.hold)
             )
-        if res.standby and res.mapped:  # a refresh's replacement: swap it in
-            for old in res.replaces:
-                if old.mapped:
-                    self.core.inventory.retire(now, old, "refreshed")
-        res.standby = False
-        res.replaces = []
+        if standby:
+            self.core.inventory.swap(now, res)
         self.core.ops.notify(res, "opened")
         if not res.mapped:  # released while it was being created
             # Never published: unless a joiner holds it, the core has it.

@@ -103,16 +103,13 @@ class Fleet(Part):
         res = self.core.inventory.timer_fired(rid, "reserve")
         if res is None or res.phase is not Phase.RESERVING:
             return
-        if res.standby:
+        if res.replaces:
             # A refresh's replacement gets no fleet slot: the old resources
             # may be what fills the fleet, and would wait for it forever.
-            # They retire now; the replacement keeps its place in the fleet's
-            # queue and takes the slot they give back (or an earlier one).
-            res.standby = False
-            olds, res.replaces = res.replaces, []
-            for old in olds:
-                if old.mapped:
-                    self.core.inventory.retire(now, old, "refreshed")
+            # They retire now; the replacement, a standby no more, keeps its
+            # place in the fleet's queue and takes the slot they give back
+            # (or an earlier one).
+            self.core.inventory.retire_replaced(now, res)
         # A prewarm creates what the caps allow now; it does not queue.
         self.core.ops.not_created(res)
         # `timeout=0` never waits for a slot, a fleet slot included.
@@ -130,7 +127,7 @@ class Fleet(Part):
             # them): the reservation keeps its place in the fleet's queue for
             # them, and the pump joins them to it.
             self.core.changed(res.key)
-        elif not res.mapped or not (res.ops or res.standby):
+        elif not res.mapped or not (res.ops or res.replaces):
             # Out of the key map, a prewarm or refresh waiting on it would
             # only see it closed.
             self.effects.append(CancelSlot(res.rid))

@@ -5,11 +5,16 @@ Part of the pure core (see [_core][pooler_actors._core]). It owns
 `resources` (every resource not `GONE`, by `rid`), `keys` (each key's
 resources in service, its FIFO of waiting callers and, exclusive, its idle
 list and queue of numbers), and `used`, what the cap counts. A resource
-leaves service only through [retire][pooler_actors._inventory.Inventory.retire]
-and leaves the pool only through `move(..., "closed" | "failed" |
-"cancelled")` to `GONE`, which cancels its timers, gives its fleet slot back
-and forgets it. The per-resource timers that end a life are here too:
-`lifetime`, `idle`, `drain` and `close`.
+leaves service (the key map) only through `unmap`: by
+[retire][pooler_actors._inventory.Inventory.retire] while it lives on (it
+closes now, or drains), which is how a refresh's replaced resources leave
+at its standby's [swap][pooler_actors._inventory.Inventory.swap]; or, when
+its life ends at once (a creation failed or withdrawn, its actor stopped
+unasked), right before `move` takes it to `GONE` (`ABANDONED`: a factory
+that hangs). It leaves the pool only through `move(..., "closed" |
+"failed" | "cancelled")` to `GONE`, which cancels its timers, gives its
+fleet slot back and forgets it. The per-resource timers that end a life
+are here too: `lifetime`, `idle`, `drain` and `close`.
 """
 
 from __future__ import annotations
@@ -48,7 +53,9 @@ class Resource:
     obj: Any = None
     opened: bool = False  # the factory returned it (once)
     mapped: bool = True  # in the key map: new requests may get it
-    standby: bool = False  # a refresh's replacement, not yet swapped in
+    #: A refresh's replacement (a standby, in creation until it is swapped
+    #: in): the resources it replaces. Empty for any other resource, and
+    #: once the refresh is over (swapped in, given up, or it left the map).
     replaces: list[Resource] = field(default_factory=list)
     holders: int = 0
     retired: bool = False  # out of service for good (callers re-check it)
@@ -118,11 +125,14 @@ class Inventory(Part):
             self.core.published.unknown(entry.key)
 
     def unmap(self, res: Resource) -> None:
-        """Take `res` out of the key map: new requests no longer get it."""
+        """Take `res` out of the key map (out of service, the one way):
+        new requests no longer get it, and if it is a refresh's standby,
+        that refresh is given up (it replaces nothing)."""
         res.retired = True  # callers take it no more (see _counter)
         if not res.mapped:
             return
         res.mapped = False
+        res.replaces = []
         entry = self.keys[res.key]
         entry.resources.remove(res)
         self.core.changed(res.key)
@@ -139,7 +149,8 @@ class Inventory(Part):
     def retire(
         self, now: float, res: Resource, reason: str, *, owned: bool = False
     ) -> None:
-        """Take `res` out of service: the one way a resource leaves it.
+        """Take `res` out of service: the one way a resource that lives on
+        leaves it.
 
         Out of the key map at once; a creation in flight still serves the
         callers that joined it and retires when it opens; an open resource
@@ -177,6 +188,20 @@ class Inventory(Part):
             )
             self.core.ops.notify(res, "retired")
 
+    def swap(self, now: float, res: Resource) -> None:
+        """Swap ready standby `res` in (`STANDBY --swap--> OPEN`): the
+        resources it replaces leave service."""
+        self.move(now, res, "swap")
+        self.retire_replaced(now, res)
+
+    def retire_replaced(self, now: float, res: Resource) -> None:
+        """Retire what refresh replacement `res` replaces (those still in
+        the key map); it replaces nothing any more."""
+        olds, res.replaces = res.replaces, []
+        for old in olds:
+            if old.mapped:
+                self.retire(now, old, "refreshed")
+
     def close(self, now: float, res: Resource) -> None:
         self.timers.cancel(res.timers.pop("drain", None))
         self.move(now, res, "close")
@@ -203,7 +228,6 @@ class Inventory(Part):
                 self.timers.cancel(res.timers.pop(kind))
             res.holders = 0
             res.leases.clear()
-            res.replaces = []
             if res.global_held:
                 res.global_held = False
                 self.effects.append(ReturnSlot(res.rid))
@@ -358,7 +382,7 @@ class Inventory(Part):
             wait_count=w.queued,
             wait_duration=w.wait_duration,
             creating=phases[Phase.CREATING] + phases[Phase.BACKOFF],
-            open=phases[Phase.OPEN],
+            open=phases[Phase.OPEN] + phases[Phase.STANDBY],
             retiring=phases[Phase.RETIRING],
             closing=phases[Phase.CLOSING],
             holders=holders,

@@ -148,12 +148,12 @@ class Ops(Part):
         self.core.log("info", "pool.refresh", key)
         op = Op("refresh", cid)
         assert entry is not None
-        standby = next((r for r in entry.resources if r.standby), None)
+        standby = next((r for r in entry.resources if r.replaces), None)
         if standby is not None:  # a refresh of this key is under way: share it
             self.watch(op, [standby])
         elif self.core.inventory.used < self.core.cap:
+            # The replacement, a standby: swapped in for `olds` once ready.
             new = self.core.creations.create(now, key, {})
-            new.standby = True
             new.replaces = olds
             self.watch(op, [new])
         else:

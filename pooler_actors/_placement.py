@@ -88,9 +88,7 @@ class Placement(Part):
         resource like any other, or a second factory call would run for it.
         """
         return sum(
-            1
-            for r in entry.resources
-            if not (r.standby and any(old.mapped for old in r.replaces))
+            1 for r in entry.resources if not any(old.mapped for old in r.replaces)
         )
 
     def hand(self, now: float, res: Resource, key: Hashable, hold: bool) -> Any:

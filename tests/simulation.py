@@ -56,8 +56,10 @@ urgent note, a message); the core's `holders`, `acquires`, `hits` and
 `waits x max_wait`; the health timer is armed while the pool is open, and
 every retiring resource has a drain timer; `contains(key)` agrees with the
 resources in service or in creation and with the leases out; FIFO per key
-holds for callers queued in the core; nobody is granted after giving up.
-Refreshes are steered toward keys with a creation in flight.
+holds for callers queued in the core; nobody is granted after giving up; a
+refresh's standby (one per key at most) is a creation in the key map, never
+rests in `STANDBY`, and once swapped in leaves nothing it replaces in
+service. Refreshes are steered toward keys with a creation in flight.
 
 Sizing (SPEC 12), from a source of its own (a seed's other draws are as
 before): a few seeds keep one or two keys warm (`keep_warm`), and callers
@@ -135,6 +137,7 @@ _LIVE = (Phase.RESERVING, Phase.CREATING, Phase.BACKOFF, Phase.OPEN)
 _GRANTS = ("acquire", "checkout")
 _CHECKINS = (IN, HANDOVER, BROKEN)
 _IN_SERVICE = (Phase.OPEN, Phase.RETIRING)
+_IN_CREATION = (Phase.RESERVING, Phase.CREATING, Phase.BACKOFF)
 _URGENT = (HANDOVER, BROKEN, BACK)  # notes that always wake a polling supervisor
 # Why a resource left service -> the stats counter that counts it.
 _RETIRED_AS = {
@@ -603,6 +606,8 @@ class Sim:
         self._dirty_ok = False  # a reclaim left dirty keys, not yet served
         self.wake_lost = False  # an interrupt may have skipped a wake
         self.seen: dict[str, int] = {}  # rare paths taken (`--coverage`)
+        #: What refresh replacements that became standbys in this step replace.
+        self.swapped: list[Resource] = []
         self.collecting = False  # the simulated collector runs `on_lost`
         self.quiescing = False  # the liveness check: no caller runs
         # The real counter, with the simulator's lock, notes and hooks.
@@ -1576,6 +1581,11 @@ class Sim:
     def _moved(self, res: Resource, before: Phase, event: str) -> None:
         """A resource moved along its lifecycle (the core's `_move`)."""
         rid, after = res.rid, res.phase
+        if after is Phase.STANDBY:
+            # A refresh's replacement is ready: once it is swapped in (in
+            # this event), nothing it replaces may be in service.
+            self.swapped.extend(res.replaces)
+            self._seen("refresh: standby swapped in")
         if after is Phase.RETIRING:
             self.retiring_since.setdefault(rid, self.now)
         if before is Phase.OPEN and after is not Phase.OPEN:  # out of service
@@ -2502,6 +2512,13 @@ class Sim:
             self._dirty_ok = False
         elif not self._dirty_ok:
             raise Violation(f"keys left unserved after an event: {list(dirty)}")
+        for old in self.swapped:
+            if old.mapped:
+                raise Violation(
+                    f"resource {old.rid} still in service after its refresh's "
+                    "replacement was swapped in"
+                )
+        self.swapped.clear()
         counted = [r for r in core.resources.values() if r.phase in COUNTED]
         pending = self._pending()
         self._check_cap(counted)
@@ -2571,10 +2588,12 @@ class Sim:
                     raise Violation(f"the key map of {key!r} holds {res.rid}")
                 if core.resources.get(res.rid) is not res:
                     raise Violation(f"the key map of {key!r} holds a dead {res.rid}")
-            if sum(r.standby for r in entry.resources) > 1:
+            if sum(bool(r.replaces) for r in entry.resources) > 1:
                 raise Violation(f"two refresh standbys for {key!r}")
             if _per_key(entry) > opts.max_per_key:
-                shown = [(r.rid, r.phase.value, r.standby) for r in entry.resources]
+                shown = [
+                    (r.rid, r.phase.value, bool(r.replaces)) for r in entry.resources
+                ]
                 raise Violation(
                     f"single flight: {key!r} has {shown} > max_per_key="
                     f"{opts.max_per_key}"
@@ -2592,6 +2611,13 @@ class Sim:
                 raise Violation(f"resource {res.rid} mapped, not in the key map")
             if res.phase is Phase.OPEN and not res.mapped:
                 raise Violation(f"resource {res.rid} open but out of the key map")
+            if res.phase is Phase.STANDBY:
+                raise Violation(f"resource {res.rid} left in standby, not swapped in")
+            if res.replaces and (not res.mapped or res.phase not in _IN_CREATION):
+                raise Violation(
+                    f"resource {res.rid} ({res.phase.value}, mapped={res.mapped}) "
+                    "still a refresh's standby"
+                )
         if core.waiters.queued != queued:
             raise Violation(
                 f"core.waiters.queued={core.waiters.queued}, {queued} waiters"
@@ -2980,11 +3006,7 @@ def _rids(view: dict[Hashable, Resource]) -> dict[Hashable, int]:
 def _per_key(entry: KeyEntry) -> int:
     """Resources of a key toward `max_per_key`: a refresh's standby is not one
     more while a resource it replaces is still in the key map."""
-    return sum(
-        1
-        for r in entry.resources
-        if not (r.standby and any(old.mapped for old in r.replaces))
-    )
+    return sum(1 for r in entry.resources if not any(old.mapped for old in r.replaces))
 
 
 def _is_refill(item: Any) -> bool:

@@ -98,7 +98,7 @@ def _hide_standbys(monkeypatch: pytest.MonkeyPatch) -> None:
     original = Placement.joinable
 
     def joinable(self: Placement, entry: KeyEntry, hold: bool) -> Resource | None:
-        visible = [r for r in entry.resources if not r.standby]
+        visible = [r for r in entry.resources if not r.replaces]
         return original(self, KeyEntry(entry.key, visible), hold)
 
     monkeypatch.setattr(Placement, "joinable", joinable)
@@ -132,11 +132,27 @@ def test_the_simulation_catches_a_second_factory_call_for_a_refreshed_key(
     neither joinable nor counted toward `max_per_key`."""
 
     def count(self: Placement, entry: KeyEntry) -> int:
-        return sum(1 for r in entry.resources if not r.standby)
+        return sum(1 for r in entry.resources if not r.replaces)
 
     _hide_standbys(monkeypatch)
     monkeypatch.setattr(Placement, "count", count)
     _first_violation(SEARCH_SEEDS)
+
+
+def test_the_simulation_catches_a_swap_that_keeps_the_replaced_resource(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refresh's standby is swapped in (`STANDBY --swap--> OPEN`) but what
+    it replaces stays in service: the swap does not see `replaces`."""
+    swap = Inventory.swap
+
+    def forgetful(self: Inventory, now: float, res: Resource) -> None:
+        res.replaces = []  # hidden from the real swap: nothing retires
+        swap(self, now, res)
+
+    monkeypatch.setattr(Inventory, "swap", forgetful)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "after its refresh's replacement was swapped in" in str(found.violation)
 
 
 def test_the_simulation_catches_a_close_under_a_holder(
