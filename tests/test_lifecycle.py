@@ -12,7 +12,7 @@ from conftest import wait_for
 from structlog.testing import capture_logs
 
 import pooler_actors.supervisor as sup
-from pooler_actors import Pool, Prewarm, Refresh
+from pooler_actors import Pool, Prewarm, Refresh, Release
 from pooler_actors._messages import HealthTick
 
 
@@ -301,8 +301,12 @@ def test_release_during_a_refresh_below_the_cap_discards_the_new_one() -> None:
         factory.gates["db"] = threading.Event()
         refresh = pool.actor_ref.ask(Refresh("db"), block=False)
         wait_for(lambda: factory.entered.count("db") == 2)
-        assert pool.release("db") is True
+        # The release waits for the creation it retired to end (SPEC 3):
+        # asked, then the factory let go.
+        release = pool.actor_ref.ask(Release("db"), block=False)
+        wait_for(lambda: not pool.contains("db"))
         factory.gates["db"].set()
+        assert release.get(timeout=10) is True
         assert refresh.get(timeout=10) is False
         wait_for(lambda: pool.stats().open_resources == 0)
         assert not pool.contains("db")

@@ -118,12 +118,16 @@ def test_a_check_that_always_fails_ends_in_a_timeout() -> None:
     def check(conn: _Conn) -> None:
         raise ConnectionError("down")
 
-    with Pool(lambda key: _Conn(), max_holders=1, check=check) as pool:
+    pool = Pool(lambda key: _Conn(), max_holders=1, check=check, acquire_timeout=None)
+    with pool:
         with pytest.raises(AcquireTimeout):
             pool.checkout("k", timeout=0.3)
         assert pool.stats().holders == 0
+        before = pool.stats().created
         with pytest.raises(AcquireTimeout):  # no deadline: a bounded number of tries
             pool.checkout("k", timeout=None)
+        tries = pool.stats().created - before
+    assert tries == pool.options.max_open_resources + 1
 
 
 def test_a_sync_pool_refuses_async_hooks() -> None:
