@@ -120,6 +120,33 @@ class AsyncPool(FacadeBase[K, T]):
             logger=logger,
             **option_fields,
         )
+        if self.options.reset is not None:  # actors' `Checkin` messages run it too
+            self._ref.reset = self._actor_checkin
+
+    def _actor_checkin(self, lease: Lease[K, T], broken: bool) -> bool:
+        """A `Checkin` message sent by an actor (or any other thread): the
+        checkin, `reset` included, runs on the pool's event loop, and this
+        thread waits for it. With no loop left to run `reset` on, the
+        resource cannot be made clean: it is checked in as broken.
+
+        Raises:
+            RuntimeError: sent from the pool's own event loop, which cannot
+                wait for itself (`await pool.checkin(lease)` there).
+        """
+        loop = self._loop.loop
+        if broken or loop is None or loop.is_closed():
+            return self._counter.checkin(lease, True)
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # (no loop runs in this thread: the usual case)
+            running = None
+        if running is loop:
+            raise RuntimeError(
+                "a Checkin message from the AsyncPool's own event loop cannot "
+                "wait for its reset: use await pool.checkin(lease)"
+            )
+        done = asyncio.run_coroutine_threadsafe(self.checkin(lease, broken), loop)
+        return done.result()
 
     async def _ask(self, message: object) -> Any:
         self._loop.bind(asyncio.get_running_loop())

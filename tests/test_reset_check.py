@@ -91,6 +91,39 @@ def test_an_actors_checkin_message_runs_the_reset_too() -> None:
         assert resets == [lease.resource.n]
 
 
+def test_an_actors_checkin_message_runs_an_async_pools_async_reset() -> None:
+    """An actor's `Checkin` to an AsyncPool runs the async `reset` on the
+    pool's loop and waits for it; from the loop itself it is a clear error,
+    and with the loop gone the resource is checked in as broken."""
+    resets: list[int] = []
+    pools: list[AsyncPool[str, _Conn]] = []
+
+    async def reset(conn: _Conn) -> None:
+        await asyncio.sleep(0)
+        resets.append(conn.n)
+
+    async def main() -> Any:
+        pool = AsyncPool(lambda key: _Conn(), max_holders=1, reset=reset)
+        pools.append(pool)
+        lease = await pool.checkout("k", timeout=5)
+        with pytest.raises(RuntimeError, match="own event loop"):
+            pool.actor_ref.ask(Checkin(lease), block=False)
+        assert not lease.checked_in  # nothing changed
+        answer = await asyncio.to_thread(pool.actor_ref.ask, Checkin(lease))
+        assert answer is True and resets == [lease.resource.n]
+        again = await pool.checkout("k", timeout=5)
+        assert again.resource is lease.resource  # reset, not retired
+        return again
+
+    lease = asyncio.run(main())
+    pool = pools[0]
+    # The pool's loop is gone: nothing can run the reset, so it is retired.
+    assert pool.actor_ref.ask(Checkin(lease)) is True
+    wait_for(lambda: lease.resource.closed == 1)
+    assert resets == [lease.resource.n]
+    asyncio.run(pool.close())
+
+
 def test_a_failed_check_discards_the_resource_and_gives_another() -> None:
     bad: set[int] = set()
 
