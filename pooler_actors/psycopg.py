@@ -217,6 +217,8 @@ def _end(
     if is_broken(conn):
         return True, None
     status = conn.info.transaction_status
+    if status == _TX.IDLE:  # no transaction (autocommit, or ended): nothing to do
+        return False, None
     if status in _UNUSABLE:  # a query still running, or a lost link
         return True, None
     try:
@@ -245,6 +247,8 @@ async def _aend(
     if is_broken(conn):
         return True, None
     status = conn.info.transaction_status
+    if status == _TX.IDLE:
+        return False, None
     if status in _UNUSABLE:
         return True, None
     try:
