@@ -41,6 +41,10 @@ __all__ = ["COUNTED", "TRANSITIONS", "IllegalTransition", "Phase", "advance"]
 class Phase(Enum):
     """Where a resource is in its life."""
 
+    # Members are singletons, compared by identity: hash them so, in C (the
+    # Enum default hashes the name in Python, a call per set or dict lookup).
+    __hash__ = object.__hash__
+
     RESERVING = "reserving"  # waiting for a fleet-wide slot before the factory runs
     CREATING = "creating"  # the factory runs
     BACKOFF = "backoff"  # a factory try failed; the next waits its delay

@@ -129,10 +129,7 @@ class Pool(FacadeBase[K, T]):
         wait = options.acquire_timeout if timeout is None else self._timeout(timeout)
         check = options.check
         if check is None and options.leak_warning_after is None:
-            lease = self._counter.take(key)  # (the common case, without a call)
-            if lease is not MISS:
-                return cast("Lease[K, T]", lease)
-            return self._checkout(key, timeout, wait)
+            return self._checkout(key, timeout, wait)  # (the common case)
         tries = self._checks(key, timeout, wait)
         while True:
             lease = self._checkout(key, timeout, next(tries))
