@@ -170,8 +170,11 @@ class Placement(Part):
         """Close least recently used idle resources for callers waiting for a slot."""
         wanted = self.slots_wanted()
         taken: set[int] = set()  # exclusive ones a caller has (notes pending)
+        keys = self.core.inventory.keys
         while self.reclaiming < wanted:
-            victim = None
+            # A key's second (third...) resource goes first, least recently
+            # used first: closing a key's only one makes it the next to ask.
+            victim, best = None, None
             for res in self.core.inventory.resources.values():
                 if (
                     res.phase is Phase.OPEN
@@ -181,13 +184,10 @@ class Placement(Part):
                     and not res.handed_out
                     and not res.ping_seq
                     and res.rid not in taken
-                    and (
-                        victim is None
-                        or (res.last_used, res.used_seq)
-                        < (victim.last_used, victim.used_seq)
-                    )
                 ):
-                    victim = res
+                    rank = (self.count(keys[res.key]) < 2, res.last_used, res.used_seq)
+                    if best is None or rank < best:
+                        victim, best = res, rank
             if victim is None:
                 return
             if self.exclusive and not self.core.claim(victim):
@@ -204,24 +204,19 @@ class Placement(Part):
     def slots_wanted(self) -> int:
         """How many creations the callers waiting for a slot need reclaims for.
 
-        Callers of one key share a creation as far as `max_holders` allows
-        (any number when shared), and a key gets at most `max_per_key`: two
-        callers of one new key must not reclaim two idle resources for one
-        creation. Only a key with nothing open or being made counts (the
-        no-thrash rule): a busy key that has a resource waits for a holder
-        place, or grows into a slot that frees by itself, rather than close
-        another key's idle resource that is wanted again a moment later.
+        A key with nothing open or being made gets one, its first, however
+        many of its callers wait (the no-thrash rule): a key that has a
+        resource waits for a holder place, or grows into a slot that frees by
+        itself (up to `max_per_key`), rather than close another key's idle
+        resource that is wanted again a moment later. `reclaim` takes a key's
+        extra resources before any key's only one.
         """
-        callers: dict[Hashable, int] = {}
-        for item in self.core.waiters.slots:
-            if isinstance(item, Caller):
-                callers[item.key] = callers.get(item.key, 0) + 1
-        limit = self.options.max_holders
+        keys = {
+            item.key for item in self.core.waiters.slots if isinstance(item, Caller)
+        }
         wanted = 0
-        for key, n in callers.items():
+        for key in keys:
             entry = self.core.inventory.keys.get(key)
-            if entry is not None and self.count(entry):
-                continue  # it has a resource: no reclaim for a second one
-            room = self.options.max_per_key
-            wanted += max(0, min(room, 1 if limit is None else -(-n // limit)))
+            if entry is None or not self.count(entry):
+                wanted += 1  # its first one only
         return wanted
