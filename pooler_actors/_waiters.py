@@ -269,10 +269,15 @@ class Waiters(Part):
         self.queued += 1
         entry.waiters[caller.cid] = caller
         if self.exclusive and caller.hold:
+            # Its number in the key's queue is what keeps callers out of the
+            # idle list and hands it the next checkin (invariant 3): marking
+            # the key too would keep checkins coming to the core until the
+            # core reads the note of the checkin that served the caller.
             caller.handoff = True
             if not (placed and caller.cid in entry.queue):  # (placed: kept)
                 entry.queue.append(caller.cid)
-        self.core.published.mark_waiting(entry.key, True)
+        else:
+            self.core.published.mark_waiting(entry.key, True)
         if slot:
             caller.in_slots = True
             self.slots[caller] = caller

@@ -2265,7 +2265,13 @@ class Sim:
             state = "retired" if res.retired else res.phase.value
             raise Violation(f"a take at the counter got {state} resource {rid}")
         entry = self.core.keys.get(key)
-        queued = list(entry.waiters) if entry is not None else []
+        # A caller a checkin served already (its GIVEN note unread) waits no
+        # more, though the core still lists it.
+        queued = [
+            cid
+            for cid in (entry.waiters if entry is not None else ())
+            if cid not in self.by_cid or self.by_cid[cid].state == "pending"
+        ]
         queued += [
             r.cid
             for r in self.direct
@@ -2784,7 +2790,9 @@ class Sim:
     def _check_published(self) -> None:
         """Once an event is over, what callers read is the core's state."""
         core, pub = self.core, self.pub
-        waiting = {k for k, e in core.keys.items() if e.waiters}
+        # Exclusive: a caller queued in the core is in its key's queue
+        # instead, whose first a checkin serves (the key is not marked).
+        waiting = {k for k, e in core.keys.items() if e.waiters and not self.exclusive}
         if set(pub.waiting) != waiting:
             raise Violation(
                 f"published waiting={sorted(set(pub.waiting))}, keys with callers "
