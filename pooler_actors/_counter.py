@@ -9,7 +9,9 @@ The core stays the owner of the truth: it learns what callers did from their
 notes, in each caller's order.
 
 The counter is this module's `Counter`, with its state and the core's side
-of it declared in `_counter_state`: two modules, one class, one lock.
+of it declared in `_counter_state` and the block path (`with pool.lease(key)`
+on a shared pool, without a lease) in `_counter_blocks`: three modules, one
+class, one lock.
 
 Invariants (each method's docstring says which it keeps):
 
@@ -21,7 +23,8 @@ Invariants (each method's docstring says which it keeps):
    the lock.
 2. **One place.** An idle exclusive resource is in exactly one place: its
    key's idle list, one lease, or the core's hands. A holder of a shared
-   resource is counted once: by the core, or by a token not yet noted.
+   resource is counted once: by the core, by a token not yet noted, or by
+   its block's id in `blocks` while the block's place is set.
 3. **Nothing unnoted, nobody passed over.** Whatever a caller changes here is
    noted in the same step, and the supervisor woken unless it polls; a
    caller's notes reach the core before its later messages. While callers
@@ -49,6 +52,7 @@ from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any
 
+from pooler_actors._counter_blocks import Blocks
 from pooler_actors._counter_state import (
     ASK,
     BACK,
@@ -62,8 +66,8 @@ from pooler_actors._counter_state import (
     POLL,
     POLLING,
     QUIET,
+    SPOILT,
     WOKEN,
-    _State,
     _together,
 )
 from pooler_actors.errors import PoolClosedError
@@ -82,15 +86,16 @@ __all__ = [
     "POLL",
     "POLLING",
     "QUIET",
+    "SPOILT",
     "WOKEN",
     "Counter",
 ]
 
 
-class Counter(_State):
+class Counter(Blocks):
     """What callers may take without a round trip, and the only code besides
-    `_State` that touches it (see the module docstring for its three
-    invariants)."""
+    `_State` and `Blocks` that touches it (see the module docstring for its
+    three invariants)."""
 
     __slots__ = ()
 
@@ -286,10 +291,10 @@ class Counter(_State):
         self, lease: Lease[Any, Any], broken: bool, *, dropped: bool = False
     ) -> bool:
         """A checkin the core makes (a `Checkin` message; `dropped`: a lease
-        collected while out, even one whose `reset` was cut short; the shell
-        holds the lock): noted as the counter's own checkins are, the resource
-        left to the core, which serves whoever waits. `False` if the lease was
-        checked in already."""
+        collected while out, even one whose `reset` was cut short, or a
+        dropped block's place; the shell holds the lock): noted as the
+        counter's own checkins are, the resource left to the core, which
+        serves whoever waits. `False` if the lease was checked in already."""
         if not lease.claim_checkin(dropped):
             return False
         res: Any = lease.handle
@@ -298,6 +303,7 @@ class Counter(_State):
         else:
             if lease.lid in res.tokens:
                 res.tokens.remove(lease.lid)
+            self._unhold(res, lease.lid)  # a dropped block's place (`dropped`)
             self.notes.append((BROKEN if broken else IN, res, lease))
         return True
 
@@ -311,6 +317,7 @@ class Counter(_State):
         res: Any = lease.handle
         key = lease.key
         if not self.exclusive:
+            self._unhold(res, lease.lid)  # a dropped block's, after the stop
             note = (BROKEN if broken else IN, res, lease)
             # Someone waits on it: a holder place, a close, a reclaim.
             urgent = broken or res.retired or key in self.waiting or self.starved

@@ -4,9 +4,10 @@ The counter is `_counter.Counter`; its state is declared here, in `_State`,
 with the methods the core calls while the shell holds the counter's lock
 (`drain`, `poll`, `show`, `hide`, ...), and the vocabulary the counter and
 the core share: `MISS`, the doorbell's states, the kinds of note callers
-leave, `_together`. The callers' side is `_counter.Counter`. Like the rest
-of the counter, this module imports no threading: the lock and the shell's
-hooks are injected.
+leave, `_together`. The callers' side is `_counter_blocks.Blocks` (the block
+path) and `_counter.Counter` (everything else). Like the rest of the
+counter, this module imports no threading: the lock and the shell's hooks
+are injected.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "POLL",
     "POLLING",
     "QUIET",
+    "SPOILT",
     "WOKEN",
 ]
 
@@ -51,6 +53,11 @@ wakes it (`POLLING`); a `Notes` message is on its way (`WOKEN`)."""
 #: The kinds of note callers leave (see `PoolCore.notes`).
 HIT, OUT, IN, BACK = "hit", "out", "in", "back"
 HANDOVER, BROKEN, GIVEN, ASK = "handover", "broken", "given", "ask"
+SPOILT = "spoilt"  # a block left its resource broken (`_counter_blocks`)
+
+
+#: What `drain` hands the core: notes, hits, resources blocks left, blocks entered.
+Drained = tuple[list[tuple[Any, ...]], list[Any], list[Any], int]
 
 
 def _together(*calls: Callable[[], Any]) -> None:
@@ -76,7 +83,7 @@ def _no_context() -> dict[str, Any]:
 class _State:
     """The counter's state, and the supervisor's side of it: what the core
     changes and reads while the shell holds the lock (see the module
-    docstring). `Counter` adds the callers' side."""
+    docstring). `Blocks` and `Counter` add the callers' side."""
 
     __slots__ = (
         "claim",
@@ -84,6 +91,7 @@ class _State:
         "context",
         "debug_on",
         "direct",
+        "entered",
         "exclusive",
         "hits",
         "idle",
@@ -99,6 +107,7 @@ class _State:
         "shared",
         "single",
         "starved",
+        "used",
         "view",
         "waiting",
         "wake",
@@ -141,6 +150,10 @@ class _State:
         self.notes: deque[tuple[Any, ...]] = deque()
         #: Keys of hits with no debug context: the cheapest note of all.
         self.hits: deque[Hashable] = deque()
+        #: The block path (`_counter_blocks`): blocks entered since the core
+        #: last read it, and the shared resources blocks left (records, once).
+        self.entered = 0
+        self.used: dict[Any, None] = {}
         #: The doorbell: `QUIET`, `POLLING`, `WOKEN`.
         self.noted = QUIET
         # The shell's hooks (`wake` runs after the lock is released but for an
@@ -184,29 +197,35 @@ class _State:
     def pending(self) -> bool:
         """Whether notes wait to be read (the supervisor's loop)."""
         with self.lock:
-            return bool(self.notes or self.hits)
+            return self._unread()
+
+    def _unread(self) -> bool:
+        return bool(self.notes or self.hits or self.used or self.entered)
 
     def polling(self) -> bool:
         """Whether the supervisor reads notes every `POLL` (not only when woken)."""
         with self.lock:
             return self.noted != QUIET
 
-    def drain(self, *, woken: bool = False) -> tuple[list[tuple[Any, ...]], list[Any]]:
-        """The notes and hits so far, for the core; `woken`: a `Notes` message
-        (the supervisor polls from now on: only urgent notes wake it)."""
+    def drain(self, *, woken: bool = False) -> Drained:
+        """The notes, hits and block path's uses (`used`, `entered`) so far,
+        for the core's `notes`; `woken`: a `Notes` message (the supervisor
+        polls from now on: only urgent notes wake it)."""
         if woken:
             self.noted = POLLING
-        notes, hits = list(self.notes), list(self.hits)
+        notes, hits, used = list(self.notes), list(self.hits), list(self.used)
+        entered, self.entered = self.entered, 0
         self.notes.clear()
         self.hits.clear()
-        return notes, hits
+        self.used.clear()
+        return notes, hits, used, entered
 
-    def poll(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
-        """The notes and hits that came while the mailbox stayed empty for
-        `POLL`; if none came, callers wake the supervisor from now on."""
+    def poll(self) -> Drained:
+        """What came while the mailbox stayed empty for `POLL` (`drain`); if
+        nothing came, callers wake the supervisor from now on."""
         if self.noted == WOKEN:  # its `Notes` message is late, or lost to an
             self.noted = POLLING  # interrupt: a look now is as good
-        elif self.noted == POLLING and not (self.notes or self.hits):
+        elif self.noted == POLLING and not self._unread():
             self.noted = QUIET
         return self.drain()
 

@@ -635,8 +635,8 @@ class Sim:
         # Every batch of notes the core reads (a `Notes` message's, or those a
         # checkin by message drains first) passes through `_counted`.
         notes = type(self.core).notes
-        self.core.notes = lambda now, items, hits=(): notes(  # type: ignore[method-assign]
-            self.core, now, self._counted(items), hits
+        self.core.notes = lambda now, items, *rest: notes(  # type: ignore[method-assign]
+            self.core, now, self._counted(items), *rest
         )
 
     @staticmethod

@@ -214,8 +214,8 @@ def test_the_simulation_catches_a_drain_that_drops_the_hits(
     drain = Counter.drain
 
     def lossy(self: Counter, *, woken: bool = False) -> Any:
-        notes, _hits = drain(self, woken=woken)
-        return notes, []
+        notes, _hits, *blocks = drain(self, woken=woken)
+        return notes, [], *blocks
 
     monkeypatch.setattr(Counter, "drain", lossy)
     found = _first_violation(SEARCH_SEEDS)
