@@ -9,7 +9,9 @@ leaves service only through [retire][pooler_actors._inventory.Inventory.retire]
 and leaves the pool only through `move(..., "closed" | "failed" |
 "cancelled")` to `GONE`, which cancels its timers, gives its fleet slot back
 and forgets it. The per-resource timers that end a life are here too:
-`lifetime`, `idle`, `drain` and `close`.
+`lifetime`, `idle`, `drain` and `close`. Whether a resource is free is one
+test, `held` (leases, tokens, and the counter's blocks); what blocks on the
+counter's block path left behind is read here too (`blocks_left`, `spoilt`).
 """
 
 from __future__ import annotations
