@@ -78,7 +78,7 @@ def _single(quick: bool) -> list[Row]:
     ratio = paired_ratio(per_round, "hit", "lock_dict")
     rows.append(target("fast.hit_vs_lock_dict", ratio, 5))
     ratio = paired_ratio(per_round, "shared_lease", "lock_dict")
-    rows.append(target("fast.shared_lease_vs_lock_dict", ratio, 10))
+    rows.append(target("fast.shared_lease_vs_lock_dict", ratio, 8))
     if gcp is not None:
         rows.append(
             target("fast.hit_vs_gcp", paired_ratio(per_round, "hit", "gcp"), 0.2)

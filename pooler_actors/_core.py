@@ -56,14 +56,16 @@ from pooler_actors._counter import (
     OUT,
     POLLING,
     QUIET,
+    SPOILT,
     WOKEN,
 )
 from pooler_actors._counter import Counter as Published
+from pooler_actors._counter_state import Drained
 from pooler_actors._creations import Creations
 from pooler_actors._effects import Effect, Fail, Log, Reply, Stopped
 from pooler_actors._fleet import Fleet
 from pooler_actors._health import Health
-from pooler_actors._inventory import Inventory, KeyEntry, Resource
+from pooler_actors._inventory import Inventory, KeyEntry, Resource, held
 from pooler_actors._lifecycle import Phase
 from pooler_actors._ops import Ops
 from pooler_actors._part import NO_KEY
@@ -167,9 +169,10 @@ class PoolCore:
         self._served, self._waited = w.served, w.waited
         # ... and the public names the parts call them by.
         self.claim, self.hide, self.give_back = self._claim, self._hide, self._give_back
-        self.own_retired, self.back_in_service = (
+        self.own_retired, self.back_in_service, self.drained = (
             self._own_retired,
             self._back_in_service,
+            self._drained,
         )
         self.snapshot = inv.snapshot
         self.resize, self.pop_stats = sizing.resize, sizing.pop_stats
@@ -292,8 +295,8 @@ class PoolCore:
             lease.reason = "lost"  # for pool.lease.broken
         self._give_back(now, lease, self._exclusive, dropped=True)
 
-    def _drain_notes(self) -> tuple[list[tuple[Any, ...]], list[Hashable]]:
-        """The notes and hits left so far (the doorbell stays as it is)."""
+    def _drain_notes(self) -> Drained:
+        """What callers left so far (the doorbell stays as it is)."""
         return self.published.drain()
 
     def _back_in_service(self, res: Resource) -> None:
@@ -301,7 +304,7 @@ class PoolCore:
         if self._exclusive:
             assert res.home is not None
             res.home.append(res)
-        if not res.holders:
+        if not held(res):
             self._arm_idle(res)
         self._dirty[res.key] = None
 
@@ -310,7 +313,7 @@ class PoolCore:
         if self._exclusive:
             if not (owned or self._claim(res)):
                 return  # taken by a caller who will hand it back (BACK)
-        elif res.holders > 0 or res.tokens:
+        elif held(res):
             return
         self._log("info", "pool.resource.drained", res.key, reason=res.reason)
         self._close(now, res)
@@ -341,6 +344,8 @@ class PoolCore:
         now: float,
         notes: Iterable[tuple[Any, ...]],
         hits: Collection[Hashable] = (),
+        used: Iterable[Resource] = (),
+        entered: int = 0,
     ) -> None:
         """What callers did on the hit path (or at checkin) since the last notes.
 
@@ -359,16 +364,23 @@ class PoolCore:
         `(ASK, key, cid, since, timeout, context, queue)`: a checkout of `key`
         queued itself in `queue` as `cid` (rule 10).
         `hits`: keys of `acquire()` hits noted without a context.
+        `used`, `entered`, `(SPOILT, res, lid, reason)`: the block path's
+        (`_counter_blocks`): resources blocks left, how many entered, a
+        block that left `res` broken.
         """
         n = self.n
-        n["acquires"] += len(hits)
-        n["hits"] += len(hits)
+        n["acquires"] += len(hits) + entered
+        n["hits"] += len(hits) + entered
+        n["checkouts"] += entered
         hit_keys = dict.fromkeys(hits)  # a key's last_used is set once
         if self.debug and hits:  # debug turned on since (no caller context)
             for key in hits:
                 self._log("debug", "pool.acquire.hit", key, {})
         for note in notes:
             kind = note[0]
+            if kind == SPOILT:
+                self.inventory.spoilt(now, note)
+                continue
             if kind == HIT:
                 key = note[1]
                 n["acquires"] += 1
@@ -438,9 +450,10 @@ class PoolCore:
                 elif owned:
                     self._back_in_service(res)
                 else:
-                    if not res.holders:
+                    if not held(res):
                         self._arm_idle(res)
                     self._dirty[res.key] = None
+        self.inventory.blocks_left(now, used)
         for key in hit_keys:
             entry = self.keys.get(key)
             for res in entry.resources if entry is not None else ():

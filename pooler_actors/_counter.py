@@ -8,6 +8,11 @@ notes callers leave for the core and the doorbell that wakes the supervisor.
 The core stays the owner of the truth: it learns what callers did from their
 notes, in each caller's order.
 
+The counter is this module's `Counter`, with its state and the core's side
+of it declared in `_counter_state` and the block path (`with pool.lease(key)`
+on a shared pool, without a lease) in `_counter_blocks`: three modules, one
+class, one lock.
+
 Invariants (each method's docstring says which it keeps):
 
 1. **One lock.** Every read and write of the counter's state happens under
@@ -18,7 +23,8 @@ Invariants (each method's docstring says which it keeps):
    the lock.
 2. **One place.** An idle exclusive resource is in exactly one place: its
    key's idle list, one lease, or the core's hands. A holder of a shared
-   resource is counted once: by the core, or by a token not yet noted.
+   resource is counted once: by the core, by a token not yet noted, or by
+   its block's id in `blocks` while the block's place is set.
 3. **Nothing unnoted, nobody passed over.** Whatever a caller changes here is
    noted in the same step, and the supervisor woken unless it polls; a
    caller's notes reach the core before its later messages. While callers
@@ -41,13 +47,29 @@ counter and the simulation may drive one step by step.
 
 from __future__ import annotations
 
-import operator
 from collections import deque
 from collections.abc import Callable, Hashable
-from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
+from pooler_actors._counter_blocks import Blocks
+from pooler_actors._counter_state import (
+    ASK,
+    BACK,
+    BROKEN,
+    GIVEN,
+    HANDOVER,
+    HIT,
+    IN,
+    MISS,
+    OUT,
+    POLL,
+    POLLING,
+    QUIET,
+    SPOILT,
+    WOKEN,
+    _together,
+)
 from pooler_actors.errors import PoolClosedError
 from pooler_actors.lease import Lease, not_a_lease
 
@@ -64,239 +86,16 @@ __all__ = [
     "POLL",
     "POLLING",
     "QUIET",
+    "SPOILT",
     "WOKEN",
     "Counter",
 ]
 
-POLL = 0.005
-"""How often, in seconds, the supervisor reads notes while `POLLING`: a few
-milliseconds of lag for stats and idle times, against a thread switch per
-lease cycle when callers wake it instead."""
 
-MISS: Any = object()
-"""The counter could not serve this request: ask the supervisor."""
-
-QUIET, POLLING, WOKEN = 0, 1, 2
-"""The doorbell (`Counter.noted`): the next note wakes the supervisor
-(`QUIET`); it reads the notes every `POLL` seconds, so only an urgent note
-wakes it (`POLLING`); a `Notes` message is on its way (`WOKEN`)."""
-
-#: The kinds of note callers leave (see `PoolCore.notes`).
-HIT, OUT, IN, BACK = "hit", "out", "in", "back"
-HANDOVER, BROKEN, GIVEN, ASK = "handover", "broken", "given", "ask"
-
-
-def _together(*calls: Callable[[], Any]) -> None:
-    """Make `calls` (built-ins in `partial`s) with no bytecode between them:
-    an interrupt lands before or after them all (callers still undo a
-    partial step: the simulation's calls are not built-in)."""
-    deque(map(operator.call, calls), 0)
-
-
-def _nobody(_cid: int) -> None:
-    """`Counter.claim` until the shell sets its own: no reply to claim."""
-    return None
-
-
-def _nothing() -> None:
-    """`Counter.wake` until the shell sets its own."""
-
-
-def _no_context() -> dict[str, Any]:
-    return {}
-
-
-class _State:
-    """The counter's state, and the supervisor's side of it: what the core
-    changes and reads while the shell holds the lock (see the module
-    docstring). `Counter` adds the callers' side."""
-
-    __slots__ = (
-        "claim",
-        "closed",
-        "context",
-        "debug_on",
-        "direct",
-        "exclusive",
-        "hits",
-        "idle",
-        "lids",
-        "lock",
-        "noted",
-        "notes",
-        "on_lost",
-        "origins",
-        "pool_id",
-        "queue",
-        "register",
-        "shared",
-        "single",
-        "starved",
-        "view",
-        "waiting",
-        "wake",
-    )
-
-    def __init__(
-        self,
-        pool_id: object,
-        *,
-        exclusive: bool,
-        shared: bool,
-        direct: bool = False,
-        single: bool = False,
-    ) -> None:
-        self.pool_id = pool_id
-        #: The one lock (invariant 1): the shell's, set before callers come.
-        self.lock: AbstractContextManager[Any] = nullcontext()
-        #: Leases are exclusive (`max_holders=1`): checkins go to idle lists.
-        self.exclusive = exclusive
-        #: One resource per key, any number of holders: `view` is kept.
-        self.shared = shared
-        #: Shared mode: key -> its open resource's record.
-        self.view: dict[Hashable, Any] = {}
-        #: Exclusive mode: key -> its list of idle resources (KeyEntry.idle).
-        self.idle: dict[Hashable, list[Any]] = {}
-        #: Keys with callers queued in the core: the counter stays out of them.
-        self.waiting: set[Hashable] = set()
-        #: Callers wait for a slot (a reclaim may serve them): checkins are urgent.
-        self.starved = False
-        #: Exclusive mode: key -> its queued callers' numbers (cids), in order.
-        self.queue: dict[Hashable, deque[int]] = {}
-        #: A checkout may queue itself in `queue` (exclusive, no `max_waiting`).
-        self.direct = direct
-        #: `max_per_key == 1`: a known key with nothing idle has its resource
-        #: in use (or coming), so a checkout may queue itself.
-        self.single = single
-        #: The pool's name once it has stopped: notes are read no more.
-        self.closed: str | None = None
-        #: What callers did here, for the core.
-        self.notes: deque[tuple[Any, ...]] = deque()
-        #: Keys of hits with no debug context: the cheapest note of all.
-        self.hits: deque[Hashable] = deque()
-        #: The doorbell: `QUIET`, `POLLING`, `WOKEN`.
-        self.noted = QUIET
-        # The shell's hooks (`wake` runs after the lock is released but for an
-        # interrupted note; `claim`/`register` take only a future's own lock).
-        self.wake: Callable[[], None] = _nothing
-        self.claim: Callable[[int], Callable[[Any], None] | None] = _nobody
-        self.register: Callable[[], tuple[int, Any]] | None = None
-        self.context: Callable[[], dict[str, Any]] = _no_context
-        #: Notes carry the caller's context (the core's debug flag, each event).
-        self.debug_on = True
-        #: The last lease id given out (every lease of the pool is made here).
-        self.lids = 0
-        #: Where leases were checked out (`leak_warning_after` on): id -> stack.
-        self.origins: dict[int, str] = {}
-        #: Given to every lease made here: called if it is collected while out.
-        self.on_lost: Callable[[Lease[Any, Any]], None] | None = None
-
-    def lease(self, key: Hashable, res: Any) -> Lease[Any, Any]:
-        """A new lease of `res` (its record), with an id of its own, found
-        again if it is lost (under the lock: a caller's or the core's)."""
-        self.lids += 1
-        return Lease(
-            key,
-            res.obj,
-            pool=self.pool_id,
-            rid=res.rid,
-            lid=self.lids,
-            handle=res,
-            on_lost=self.on_lost,
-        )
-
-    def _ring(self, urgent: bool) -> bool:
-        """Whether this caller must wake the supervisor (a `Notes` message)."""
-        if self.noted < (WOKEN if urgent else POLLING):
-            self.noted = WOKEN
-            return True
-        return False
-
-    # --- the supervisor's side ------------------------------------------------
-
-    def pending(self) -> bool:
-        """Whether notes wait to be read (the supervisor's loop)."""
-        with self.lock:
-            return bool(self.notes or self.hits)
-
-    def polling(self) -> bool:
-        """Whether the supervisor reads notes every `POLL` (not only when woken)."""
-        with self.lock:
-            return self.noted != QUIET
-
-    def drain(self, *, woken: bool = False) -> tuple[list[tuple[Any, ...]], list[Any]]:
-        """The notes and hits so far, for the core; `woken`: a `Notes` message
-        (the supervisor polls from now on: only urgent notes wake it)."""
-        if woken:
-            self.noted = POLLING
-        notes, hits = list(self.notes), list(self.hits)
-        self.notes.clear()
-        self.hits.clear()
-        return notes, hits
-
-    def poll(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
-        """The notes and hits that came while the mailbox stayed empty for
-        `POLL`; if none came, callers wake the supervisor from now on."""
-        if self.noted == WOKEN:  # its `Notes` message is late, or lost to an
-            self.noted = POLLING  # interrupt: a look now is as good
-        elif self.noted == POLLING and not (self.notes or self.hits):
-            self.noted = QUIET
-        return self.drain()
-
-    def known(self, key: Hashable, idle: list[Any], queue: deque[int]) -> None:
-        """Exclusive: `key`'s idle list and queue (the core's), shared now."""
-        self.idle[key] = idle
-        self.queue[key] = queue
-
-    def unknown(self, key: Hashable) -> None:
-        """`key` has no resource and no caller left."""
-        self.idle.pop(key, None)
-        self.queue.pop(key, None)
-
-    def show(self, key: Hashable, res: Any) -> None:
-        """Shared: `res` is `key`'s open resource for hits now (`None`: none)."""
-        if self.shared and res is None:
-            self.view.pop(key, None)
-        elif self.shared:
-            self.view[key] = res
-
-    def hide(self, res: Any) -> bool:
-        """Shared: `res` out of service for a reclaim, unless a plain
-        `acquire()` got it (never reclaimed then): whether it was."""
-        if res.handed_out:
-            return False
-        res.retired = True
-        key = res.key
-        if self.view.get(key) is res:
-            del self.view[key]
-        return True
-
-    def mark_waiting(self, key: Hashable, waiting: bool) -> None:
-        """Callers of `key` are queued in the core (or no more): none passed."""
-        (self.waiting.add if waiting else self.waiting.discard)(key)
-
-    def starve(self, starved: bool) -> None:
-        """Callers wait for a slot (or no more): a checkin is urgent news."""
-        self.starved = starved
-
-    def shut(self, name: str) -> None:
-        """The pool `name` stopped: a checkout would queue itself in vain."""
-        self.closed = name
-
-    def origin(self, lid: int) -> str | None:
-        """Where lease `lid` was checked out, if known."""
-        return self.origins.get(lid)
-
-    def forget(self) -> None:
-        """After a fork, in the child: nothing of the parent's to take."""
-        self.view.clear()
-        self.idle.clear()
-
-
-class Counter(_State):
+class Counter(Blocks):
     """What callers may take without a round trip, and the only code besides
-    `_State` that touches it (see the module docstring for its three
-    invariants)."""
+    `_State` and `Blocks` that touches it (see the module docstring for its
+    three invariants)."""
 
     __slots__ = ()
 
@@ -493,10 +292,10 @@ class Counter(_State):
         self, lease: Lease[Any, Any], broken: bool, *, dropped: bool = False
     ) -> bool:
         """A checkin the core makes (a `Checkin` message; `dropped`: a lease
-        collected while out, even one whose `reset` was cut short; the shell
-        holds the lock): noted as the counter's own checkins are, the resource
-        left to the core, which serves whoever waits. `False` if the lease was
-        checked in already."""
+        collected while out, even one whose `reset` was cut short, or a
+        dropped block's place; the shell holds the lock): noted as the
+        counter's own checkins are, the resource left to the core, which
+        serves whoever waits. `False` if the lease was checked in already."""
         if not lease.claim_checkin(dropped):
             return False
         res: Any = lease.handle
@@ -505,6 +304,7 @@ class Counter(_State):
         else:
             if lease.lid in res.tokens:
                 res.tokens.remove(lease.lid)
+            self._unhold(res, lease.lid)  # a dropped block's place (`dropped`)
             self.notes.append((BROKEN if broken else IN, res, lease))
         return True
 
@@ -518,6 +318,7 @@ class Counter(_State):
         res: Any = lease.handle
         key = lease.key
         if not self.exclusive:
+            self._unhold(res, lease.lid)  # a dropped block's, after the stop
             note = (BROKEN if broken else IN, res, lease)
             # Someone waits on it: a holder place, a close, a reclaim.
             urgent = broken or res.retired or key in self.waiting or self.starved

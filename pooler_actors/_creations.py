@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from pooler_actors._effects import Close, Start
-from pooler_actors._inventory import Resource
+from pooler_actors._inventory import Resource, held
 from pooler_actors._lifecycle import Phase
 from pooler_actors._part import Part
 from pooler_actors.errors import FactoryError, NotPoolable, short_repr
@@ -110,14 +110,14 @@ class Creations(Part):
         self.core.ops.notify(res, "opened")
         if not res.mapped:  # released while it was being created
             # Never published: unless a joiner holds it, the core has it.
-            owned = not res.holders
+            owned = not held(res)
             self.core.inventory.retire(now, res, res.reason or "released", owned=owned)
         else:
             lifetime = self.options.max_lifetime
             if lifetime is not None:
                 jittered = lifetime * (1.0 - 0.05 * self.rand())
                 self.core.inventory.timer(res, "lifetime", now + jittered)
-            if self.exclusive and not res.holders:
+            if self.exclusive and not held(res):
                 assert res.home is not None
                 res.home.append(res)
             self.core.inventory.publish_view(self.core.inventory.keys[res.key])

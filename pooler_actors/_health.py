@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pooler_actors._effects import Ping, Resume
+from pooler_actors._inventory import held
 from pooler_actors._lifecycle import Phase
 from pooler_actors._part import Part
 
@@ -177,7 +178,7 @@ class Health(Part):
             res.phase is Phase.OPEN
             and res.mapped
             and not res.ping_seq
-            and not (self.exclusive and res.holders)
+            and not (self.exclusive and held(res))
         )
 
     def ping_some(self, now: float) -> None:

@@ -14,13 +14,16 @@ unasked), right before `move` takes it to `GONE` (`ABANDONED`: a factory
 that hangs). It leaves the pool only through `move(..., "closed" |
 "failed" | "cancelled")` to `GONE`, which cancels its timers, gives its
 fleet slot back and forgets it. The per-resource timers that end a life
-are here too: `lifetime`, `idle`, `drain` and `close`.
+are here too: `lifetime`, `idle`, `drain` and `close`. Whether a resource
+is free is one test, `held` (leases, tokens, and the counter's blocks);
+what blocks on the counter's block path left behind is read here too
+(`blocks_left`, `spoilt`).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from pooler_actors._ops import Op
     from pooler_actors._waiters import Caller
 
-__all__ = ["ENDED", "Inventory", "KeyEntry", "Resource"]
+__all__ = ["ENDED", "Inventory", "KeyEntry", "Resource", "held"]
 
 #: The phases a resource has left the pool's service for good in.
 ENDED = (Phase.GONE, Phase.ABANDONED)
@@ -64,6 +67,10 @@ class Resource:
     #: Shared: ids of leases taken at the counter whose notes are not read
     #: yet (ids, not leases: a dropped lease must be collectable).
     tokens: list[int] = field(default_factory=list)
+    #: Shared: ids of the blocks inside it now (`with pool.lease(key)` on the
+    #: counter's block path, `_counter_blocks`): the counter's state, as
+    #: `tokens` is; cleared at its end.
+    blocks: list[int] = field(default_factory=list)
     #: The ids of its leases out, as known, with when each was checked out
     #: (ids, not leases: a lease nobody holds any more must be collectable,
     #: to be found lost).
@@ -80,6 +87,13 @@ class Resource:
     global_held: bool = False
     slot_lost: bool = False  # its fleet-wide slot was lost: no factory try again
     timers: dict[str, int] = field(default_factory=dict)
+
+
+def held(res: Resource) -> bool:
+    """Whether `res` has a holder: a lease the core counts, one taken at the
+    counter and not noted yet (`tokens`), or a block inside it (`blocks`).
+    The one test of a free resource, wherever the core decides one."""
+    return bool(res.holders or res.tokens or res.blocks)
 
 
 @dataclass(eq=False, slots=True)
@@ -172,8 +186,8 @@ class Inventory(Part):
                 # Free only if the core has it: in hand, being pinged (the
                 # actor closes after the ping), or taken from its idle list.
                 free = owned or bool(res.ping_seq) or self.core.claim(res)
-            else:  # `retired` is set (by `unmap`) before `tokens` is read
-                free = not res.holders and not res.tokens
+            else:  # `retired` is set (by `unmap`): no caller takes a place now
+                free = not held(res)
             if free:
                 self.close(now, res)
                 return
@@ -184,7 +198,7 @@ class Inventory(Part):
                 "pool.resource.retired",
                 res.key,
                 reason=res.reason,
-                holders=res.holders,
+                holders=res.holders + len(res.blocks),
             )
             self.core.ops.notify(res, "retired")
 
@@ -228,6 +242,7 @@ class Inventory(Part):
                 self.timers.cancel(res.timers.pop(kind))
             res.holders = 0
             res.leases.clear()
+            res.blocks.clear()  # (a block leaving later finds nothing to do)
             if res.global_held:
                 res.global_held = False
                 self.effects.append(ReturnSlot(res.rid))
@@ -285,17 +300,47 @@ class Inventory(Part):
         is left to its holders (no longer counted, so the pool can stop), and
         closed when the last of them checks in (`left_in`), never under one."""
         self.timers.cancel(res.timers.pop("drain", None))
-        for lid in (*res.leases, *res.tokens):
+        for lid in (*res.leases, *res.tokens, *res.blocks):
             self.core.log("warning", "pool.close.lease_out", res.key, lease=lid)
         res.left = True
         self.move(now, res, "left")
 
     def left_in(self, now: float, res: Resource) -> None:
         """A holder of left `res` checked in: close it once none is left."""
-        if not (res.left_closed or res.holders or res.tokens):
+        if not (res.left_closed or held(res)):
             res.left_closed = True
             self.core.log("info", "pool.resource.drained", res.key, reason=res.reason)
             self.effects.append(Close(res.rid))
+
+    def blocks_left(self, now: float, used: Iterable[Resource]) -> None:
+        """Blocks left these shared resources since the core last read the
+        counter (`Counter.leave`, its `used`): for each, what an `IN` note
+        does, with no lease to count -- used now; idle (its timer armed) once
+        nobody holds it, its key's callers served; closed once free if
+        retiring, or left by the close."""
+        for res in used:
+            res.last_used = now
+            res.used_seq = self.core.next_seq()
+            if res.phase is Phase.OPEN:
+                if not held(res):
+                    self.arm_idle(res)
+                self.core.changed(res.key)
+            elif res.phase is Phase.RETIRING:
+                self.core.drained(now, res, owned=False)
+            elif res.left:
+                self.left_in(now, res)
+
+    def spoilt(self, now: float, note: tuple[Any, ...]) -> None:
+        """`(SPOILT, res, lid, reason)`: block `lid` left shared `res` broken
+        (`Counter.leave`; its use comes in `used`): counted and logged, and
+        `res` retired, as a broken checkin's resource is."""
+        _, res, lid, reason = note
+        if res.phase not in (Phase.OPEN, Phase.RETIRING):
+            return  # out of service already: closed under it, or left
+        self.n["broken"] += 1
+        self.core.log("warning", "pool.lease.broken", res.key, lease=lid, reason=reason)
+        if res.phase is Phase.OPEN:
+            self.retire(now, res, "broken")
 
     def on_close_timeout(self, now: float, rid: int) -> None:
         res = self.timer_fired(rid, "close")
@@ -321,11 +366,11 @@ class Inventory(Part):
             "warning",
             "pool.resource.drain_timeout",
             res.key,
-            holders=res.holders,
+            holders=res.holders + len(res.blocks),
             drain_timeout=self.options.drain_timeout,
         )
         # Closed under its holders; they count until they check in (a no-op
-        # now) or the resource is gone.
+        # now) or the resource is gone (blocks too: their `leave` finds it so).
         self.close(now, res)
 
     def on_lifetime(self, now: float, rid: int) -> None:
@@ -340,8 +385,8 @@ class Inventory(Part):
         res = self.timer_fired(rid, "idle")
         if res is None or res.phase is not Phase.OPEN or not res.mapped:
             return
-        if res.holders or res.tokens:
-            return  # the last checkin arms it again
+        if held(res):
+            return  # the last checkin (or block to leave) arms it again
         idle = self.options.max_idle_time
         assert idle is not None
         if now < res.last_used + idle:
@@ -374,7 +419,7 @@ class Inventory(Part):
         holders = global_held = 0
         for res in self.resources.values():
             phases[res.phase] += 1
-            holders += res.holders
+            holders += res.holders + len(res.blocks)
             global_held += res.global_held
         return Stats(
             max_open_resources=self.core.cap,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
+from pooler_actors._inventory import held
 from pooler_actors._lifecycle import Phase
 from pooler_actors._ops import Refill
 from pooler_actors._part import Part
@@ -179,8 +180,7 @@ class Placement(Part):
                 if (
                     res.phase is Phase.OPEN
                     and res.mapped
-                    and not res.holders
-                    and not res.tokens
+                    and not held(res)
                     and not res.handed_out
                     and not res.ping_seq
                     and res.rid not in taken

@@ -35,6 +35,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pooler_actors._effects import Fail, Reply
+from pooler_actors._inventory import held
 from pooler_actors._lifecycle import COUNTED, Phase
 from pooler_actors._ops import Op
 from pooler_actors._part import Part
@@ -122,7 +123,7 @@ class Sizing(Part):
 
         def rank(r: Resource) -> tuple[int, float, int]:
             if r.phase is Phase.OPEN:
-                busy = bool(r.holders or r.tokens or r.handed_out)
+                busy = held(r) or r.handed_out
                 return (2 if busy else 0, r.last_used, r.used_seq)
             return (3 if r.joiners else 1, -r.rid, 0)  # newest creation first
 

@@ -6,12 +6,13 @@ supervisor, whose `ActorRef` is [Pool.actor_ref][pooler_actors.Pool.actor_ref].
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Generic, Self, cast, overload
 
-from pooler_actors._counter import MISS
+from pooler_actors._counter import MISS, Counter
 from pooler_actors._facade import FacadeBase, K, T
 from pooler_actors._loop import is_async_callable
 from pooler_actors.lease import Lease
@@ -92,6 +93,10 @@ class Pool(FacadeBase[K, T]):
         super().__init__(factory, options=opts, logger=logger)
         if opts.reset is not None:  # actors' `Checkin` messages run it too
             self._ref.reset = self.checkin
+        #: The counter, if a lease block may take the block path (no lease:
+        #: `_counter_blocks`): a shared pool with no option that needs one.
+        needs_lease = (opts.check, opts.reset, opts.leak_warning_after) != (None,) * 3
+        self._blocks = None if needs_lease or not opts.shared else self._counter
 
     def acquire(self, key: K, timeout: float | None = None) -> T:
         """Return the shared resource for `key`, creating it or waiting for a slot.
@@ -189,9 +194,12 @@ class Pool(FacadeBase[K, T]):
         """`with pool.lease(key) as resource:` holds it for the block.
 
         An exception for which the `is_broken` option returns `True` checks
-        the resource in as broken.
+        the resource in as broken. On a shared pool whose key is open, the
+        block holds its place without a lease object (unless the `check`,
+        `reset` or `leak_warning_after` option, or debug logging, wants
+        one): the same holder for the pool, at a fraction of the cost.
         """
-        return LeaseBlock(self, key, timeout)
+        return LeaseBlock(self, key, timeout, self._blocks)
 
     def release(self, key: K) -> bool:
         """Retire `key`'s resources; `True` if one was open.
@@ -318,15 +326,32 @@ class LeaseBlock(Generic[K, T]):
     A small class rather than a generator-based context manager: a lease
     cycle is a hot path. One object is good for one block: entering it again
     (nested, or from another thread) is a `RuntimeError`.
+
+    On a shared pool (`blocks`, the pool's counter, is given) it first takes
+    the counter's block path (`_counter_blocks`): no lease, no note, its
+    place kept in `place` by the counter. An interrupt after the counter
+    counted it and before `__enter__` returns is undone at once (`with` would
+    not call `__exit__`); one that keeps `__exit__` from running leaves the
+    block to be found when it is collected (`__del__`), as a dropped lease is.
     """
 
-    __slots__ = ("_key", "_lease", "_once", "_pool", "_timeout")
+    __slots__ = ("_blocks", "_key", "_lease", "_once", "_pool", "_timeout", "place")
 
-    def __init__(self, pool: Pool[K, T], key: K, timeout: float | None) -> None:
+    def __init__(
+        self,
+        pool: Pool[K, T],
+        key: K,
+        timeout: float | None,
+        blocks: Counter | None = None,
+    ) -> None:
         self._pool = pool
         self._key = key
         self._timeout = timeout
+        self._blocks = blocks
         self._lease: Lease[K, T] | None = None
+        #: Its place at the counter while inside a resource by the block path,
+        #: `(resource record, id)`: set and cleared by the counter only.
+        self.place: tuple[Any, int] | None = None
         self._once = [True]  # popped by the one `__enter__` (one atomic op)
 
     def __enter__(self) -> T:
@@ -337,6 +362,17 @@ class LeaseBlock(Generic[K, T]):
                 f"this pool.lease({self._key!r}) block was entered already: "
                 "one object is good for one with-statement"
             ) from None
+        counter = self._blocks
+        if counter is not None:
+            if self._timeout is not None:
+                check_timeout(self._timeout)  # a bad one is an error, served or not
+            try:
+                resource: T = counter.enter(self._key, self)
+                if resource is not MISS:
+                    return resource
+            except BaseException:  # interrupted past its count: undone at once
+                counter.leave(self)
+                raise
         self._lease = self._pool.checkout(self._key, self._timeout)
         return self._lease.resource
 
@@ -346,17 +382,50 @@ class LeaseBlock(Generic[K, T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        counter = self._blocks
+        if exc is None and counter is not None and self._lease is None:
+            try:  # the block path (or none taken: then nothing to leave)
+                counter.leave(self)
+            except BaseException:  # interrupted: leaving again completes it
+                counter.leave(self)
+                raise
+            return
         lease, self._lease = self._lease, None
-        if lease is None:
+        if lease is None and counter is None:
             return
         try:
             broken = exc is not None and self._pool.broken_by(exc)
         except BaseException as error:  # is_broken raised: broken, propagates
-            lease.reason = f"is_broken raised {error!r} on {exc!r}"
-            self._pool.checkin(lease, True)
+            self._give_back(lease, True, f"is_broken raised {error!r} on {exc!r}")
             if exc is not None and isinstance(sys.exception(), Exception):
                 return  # a bug in is_broken must not hide the block's error
             raise
+        self._give_back(lease, broken, repr(exc) if broken else "")
+
+    def _give_back(self, lease: Lease[K, T] | None, broken: bool, reason: str) -> None:
+        """Check `lease` in (`reason`: why it is broken), or leave the block
+        path's place (`lease` is `None`)."""
+        if lease is None:
+            counter = self._blocks
+            assert counter is not None
+            try:
+                counter.leave(self, broken, reason)
+            except BaseException:  # interrupted: leaving again completes it
+                counter.leave(self, broken, reason)
+                raise
+            return
         if broken:
-            lease.reason = repr(exc)
+            lease.reason = reason
         self._pool.checkin(lease, broken)
+
+    def __del__(self) -> None:
+        # Collected with its place still set: an interrupt kept `__exit__`
+        # from running. The counter finds it lost, as a dropped lease, taking
+        # no lock (this may run inside the pool's locked code).
+        try:
+            place, counter = self.place, self._blocks
+        except AttributeError:  # an interrupt cut `__init__` short
+            return
+        if place is not None and counter is not None:
+            with contextlib.suppress(BaseException):  # at exit: nobody to tell
+                counter.dropped(self)

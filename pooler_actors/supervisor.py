@@ -249,7 +249,7 @@ class PoolSupervisor(PoolActor):
 
     def _notes(self, now: float, *, woken: bool = False, poll: bool = False) -> None:
         read = self._counter.poll() if poll else self._counter.drain(woken=woken)
-        if read[0] or read[1]:
+        if any(read):  # notes, hits, blocks' uses, blocks entered
             self._core.notes(now, *read)
 
     def _closed(self, now: float, msg: im.Closed, _reply: object) -> None:

@@ -14,10 +14,17 @@ The counter ([_counter][pooler_actors._counter]) is the real one. A few
 caller threads ("strands", one to four per seed) call its REAL methods as
 the facades do -- `hit` (`Pool.acquire`, which asks the supervisor on a
 `MISS`), `take` then `enqueue` (`Pool.checkout`: a lease, a self-queued
-future, or it asks), `checkin`, and `give_back` (an async caller cancelled
-just as it was granted). Its one lock is the simulator's: a strand stops at
-`lock.__enter__` until the scheduler lets it go on, and then runs the whole
-method -- one atomic step -- to its next counter call. Core events are fed
+future, or it asks), `checkin`, `give_back` (an async caller cancelled
+just as it was granted), and, in some seeds of a shared pool, the block path
+of `with pool.lease(key)` (`LeaseBlock`): `enter` (its place, or `MISS`: it
+checks a lease out instead), undone by `leave` if an interrupt lands before
+`__enter__` returns, and later `leave` (broken now and then), made again if
+an interrupt lands in it; a block whose undo or exit is itself interrupted,
+or whose `__exit__` never runs, is dropped and collected at a later step
+(`LeaseBlock.__del__`: `Counter.dropped`, a lease of its id found lost).
+Its one lock is the simulator's: a strand stops at `lock.__enter__` until
+the scheduler lets it go on, and then runs the whole method -- one atomic
+step -- to its next counter call. Core events are fed
 under the same lock, whole (`PoolCore` is never interleaved inside), and
 their effects are carried out after it, as the shell's `_step` does: a
 strand may do a counter call between two effects, and an undelivered grant
@@ -37,7 +44,8 @@ collected at a random later step the way `Lease.__del__` does (its `on_lost`:
 a `LeaseLost` message, `core.lost` under the lock); a queued checkout whose
 caller never waited is an orphan whose grant is dropped too. Before closing,
 a liveness phase collects every dropped lease and reads every note: every
-holder the core counts must then be a lease some caller holds.
+holder the core counts must then be a lease some caller holds, and every
+block a resource counts a block some caller is inside.
 
 Checked after every step, besides the core's own invariants: a resource is
 never closed while a lease of it is out, except after `drain_timeout`; an
@@ -48,12 +56,16 @@ strict FIFO per key), and `_pick_key` seeks keys with callers queued; idle
 expiry and reclaim never take a held resource, nor reclaim one a plain
 `acquire()` returned; `view` shows only resources in service; every note is
 drained (the supervisor polls, or a `Notes` message is on its way; for an
-urgent note, a message); the core's `holders`, `acquires`, `hits` and
-`checkouts` equal what callers did, less the notes not yet drained, and
-`stats.holders` the model's own count of leases out once they are; `timeouts`,
-`releases`, `refreshed`, `reclaimed`, `idle_expired`, `lifetime_expired` and
-`drain_timeouts` equal the model's counts, and `wait_duration` is bounded by
-`waits x max_wait`; the health timer is armed while the pool is open, and
+urgent note, a message); a block's id is counted in its resource's
+`blocks` only while its place is set, a block inside a resource is counted
+there (a block that left is not), and each block counts one acquire, hit
+and checkout when it enters (`entered`); the core's `holders`, `acquires`,
+`hits` and `checkouts` equal what callers did, less the notes not yet
+drained, and `stats.holders` the model's own count of leases out (and
+blocks inside) once they are; `timeouts`, `releases`, `refreshed`,
+`reclaimed`, `idle_expired`, `lifetime_expired` and `drain_timeouts` equal
+the model's counts, and `wait_duration` is bounded by `waits x max_wait`;
+the health timer is armed while the pool is open, and
 every retiring resource has a drain timer; `contains(key)` agrees with the
 resources in service or in creation and with the leases out; FIFO per key
 holds for callers queued in the core; nobody is granted after giving up; a
@@ -74,6 +86,9 @@ gauges of the moment.
 Library bugs the simulation found are listed in `KNOWN_BUGS`: excused by
 default (the simulation then behaves as the proposed fix would), shown with
 `--strict`.
+
+Blocks draw from a source of their own too: a seed that takes no block
+path (a pool of leases, or `p_block` 0) runs as it did before they existed.
 
     python tests/simulation.py [--seeds N] [--steps M] [--seed S] [--jobs J]
                                [--first F] [--strict] [--coverage]
@@ -112,12 +127,14 @@ from pooler_actors._core import (
     HIT,
     IN,
     OUT,
+    SPOILT,
     WOKEN,
     KeyEntry,
     PoolCore,
     Resource,
 )
 from pooler_actors._counter import MISS, POLL, QUIET
+from pooler_actors._inventory import ENDED
 from pooler_actors._lifecycle import COUNTED, Phase
 from pooler_actors.errors import AcquireTimeout, PoolClosedError, TooManyWaiters
 from pooler_actors.lease import Lease
@@ -138,7 +155,7 @@ _GRANTS = ("acquire", "checkout")
 _CHECKINS = (IN, HANDOVER, BROKEN)
 _IN_SERVICE = (Phase.OPEN, Phase.RETIRING)
 _IN_CREATION = (Phase.RESERVING, Phase.CREATING, Phase.BACKOFF)
-_URGENT = (HANDOVER, BROKEN, BACK)  # notes that always wake a polling supervisor
+_URGENT = (HANDOVER, BROKEN, BACK, SPOILT)  # notes that always wake a polling one
 # Why a resource left service -> the stats counter that counts it.
 _RETIRED_AS = {
     "reclaimed": "reclaimed",
@@ -373,6 +390,46 @@ class SimNotes(deque[Any]):
         return note
 
 
+class SimBlocks(list[int]):
+    """A shared resource's `blocks` (the ids of the blocks inside it): an
+    interrupt armed for this step may land just before or just after an id
+    goes in or out."""
+
+    __slots__ = ("sim",)
+
+    def __init__(self, sim: Sim) -> None:
+        super().__init__()
+        self.sim = sim
+
+    def append(self, lid: int) -> None:
+        self.sim.land("before")
+        list.append(self, lid)
+        self.sim.land("after")
+
+    def remove(self, lid: int) -> None:
+        self.sim.land("before")
+        list.remove(self, lid)
+        self.sim.land("after")
+
+
+class SimBlock:
+    """A `pool.lease(key)` block on the counter's block path, as its caller
+    has it: `place` is the counter's (`Block`); the rest is the model's."""
+
+    __slots__ = ("key", "lid", "place", "state")
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.place: tuple[Any, int] | None = None
+        self.lid = 0  # its id, once the counter gave it one
+        #: entering | in | leaving | dropped (to be collected) | lost
+        #: (collected: its lease told) | out
+        self.state = "entering"
+
+    def __repr__(self) -> str:
+        return f"<block {self.lid or '?'} of {self.key!r} ({self.state})>"
+
+
 # --- caller threads ----------------------------------------------------------------
 
 
@@ -407,6 +464,8 @@ class Strand:
         self.outs: list[Lease[Any, Any]] = []  # leases its OUT notes made
         self.asks: list[Req] = []  # requests its ASK notes queued
         self.asked: Req | None = None  # its request after a MISS, until answered
+        self.block: SimBlock | None = None  # the block it enters or leaves
+        self.counted = 0  # blocks its call counted (`entered`)
         self.speed = 1.0  # how often the scheduler picks it, relatively
         self.thread = threading.Thread(
             target=self._main, name=f"sim-strand-{n}", daemon=True
@@ -438,7 +497,7 @@ class Strand:
         """Begin a call (it runs up to its first counter call)."""
         self.op, self._job, self.busy = op, job, True
         self.at, self.inject, self.drop = "", "", False
-        self.outs, self.asks = [], []
+        self.outs, self.asks, self.counted = [], [], 0
         self.resume()
 
     def resume(self) -> None:
@@ -447,9 +506,12 @@ class Strand:
             raise AssertionError(f"{self!r} resumed outside a call")
         sim = self.sim
         sim.running = self
+        entered = sim.pub.entered
         self._go.release()
         self._back.acquire()
         sim.running = None
+        if sim.pub.entered != entered:  # (only a core event reads it)
+            sim.entered(self, sim.pub.entered - entered)
 
     def suspend(self, at: str) -> None:
         """Stop before counter method `at` until resumed (in the strand's own
@@ -532,6 +594,12 @@ class Sim:
         # How often each thread gets to run (PCT-style priorities): a slow
         # one stays stopped before a counter call across many events.
         self.speeds = [rng.choice([1.0, 1.0, 0.2, 0.03]) for _ in range(self.n_strands)]
+        # The block path (shared pools), from a source of its own: how often a
+        # caller's checkout is a `with pool.lease(key)` block instead.
+        blocks = self.block_rng = random.Random(seed * 6007 + 5)
+        self.p_block = blocks.choice([0.0, 0.4, 0.7]) if opts.shared else 0.0
+        if self.p_block and blocks.random() < 0.8:
+            self.core.debug = False  # (debug events want a lease per block)
         # The shell.
         self.inbox: deque[tuple[Any, ...]] = deque()
         self.next_cid = 0
@@ -560,6 +628,13 @@ class Sim:
         # Leases an interrupt dropped (their holder never had them, or lost
         # them), each with the step at which it is collected.
         self.dropped: list[tuple[Lease[Any, Any], int]] = []
+        # The block path: blocks callers are inside; every block given an id
+        # (by id: a lease of its id, once it is dropped, is recognised);
+        # blocks dropped with their place set, each with its collection step.
+        self.blocks_in: list[SimBlock] = []
+        self.blocks: dict[int, SimBlock] = {}
+        self.dropped_blocks: list[tuple[SimBlock, int]] = []
+        self.late_lost: list[Lease[Any, Any]] = []  # told after the stop
         self.collected = 0  # dropped leases collected so far
         self.unreported: list[Lease[Any, Any]] = []  # collected, no `on_lost`
         # What the core's `holders` of each resource will be once every note
@@ -640,8 +715,8 @@ class Sim:
         # Every batch of notes the core reads (a `Notes` message's, or those a
         # checkin by message drains first) passes through `_counted`.
         notes = type(self.core).notes
-        self.core.notes = lambda now, items, hits=(): notes(  # type: ignore[method-assign]
-            self.core, now, self._counted(items), hits
+        self.core.notes = lambda now, items, *rest: notes(  # type: ignore[method-assign]
+            self.core, now, self._counted(items), *rest
         )
 
     @staticmethod
@@ -684,7 +759,8 @@ class Sim:
             f"acquire_timeout={_f(o.acquire_timeout)} reclaim={o.reclaim_idle} "
             f"global={self.fleet is not None} keys={len(self.keys)} "
             f"threads={self.n_strands} speeds={self.speeds} "
-            f"interrupts={self.p_interrupt} between={self.p_between} calm={self.calm}"
+            f"interrupts={self.p_interrupt} between={self.p_between} calm={self.calm} "
+            f"blocks={self.p_block}"
         )
 
     # --- running -------------------------------------------------------------
@@ -726,6 +802,7 @@ class Sim:
             # Leases the run leaves behind are collected quietly.
             self.pub.on_lost = None
             self.dropped.clear()
+            self.dropped_blocks.clear()
         return SimResult(self.seed, self.step, seen=self.seen)
 
     def _random_step(self) -> None:
@@ -795,6 +872,18 @@ class Sim:
                 self._note(f"after the stop: checkin {_short(lease)}")
                 self.pub.checkin(lease, False)
         self.held.clear()
+        # Blocks too: their callers leave them; dropped ones are collected,
+        # and checked in by the thread `PoolRef.lost` starts after the stop.
+        for block in self.blocks_in:
+            self._note(f"after the stop: leave {block!r}")
+            self.pub.leave(block)
+            block.state = "out"
+        self.blocks_in.clear()
+        while self.dropped_blocks:
+            self._collect_block(self.dropped_blocks[0])
+        for lease in self.late_lost:
+            self._note(f"after the stop: checkin {_short(lease)} (a block's)")
+            self.pub.checkin(lease, False)
         self._feed("late", self.core.late_notes)
         for _ in range(FINISH_STEPS):  # actors with a finite hang end too
             self.step += 1
@@ -818,7 +907,7 @@ class Sim:
                 break
             self.step += 1
             if not self._collect(every=True):
-                if not (self.inbox or pub.notes or pub.hits):
+                if not (self.inbox or pub.notes or pub.hits or pub.used or pub.entered):
                     break
                 if not self._deliver():
                     self._feed("poll", self._poll_event)
@@ -839,6 +928,18 @@ class Sim:
                     f"{res.holders} holders; leases out nobody holds: "
                     f"{[_short(lease) for lease in lost]} (collected "
                     f"{self.collected}, never reported {len(self.unreported)})"
+                )
+        busy = {id(s.block) for s in self.strands if s.busy and s.block}
+        for res in self.core.resources.values():
+            stray = [
+                lid
+                for lid in res.blocks
+                if self.blocks[lid].state != "in" and id(self.blocks[lid]) not in busy
+            ]
+            if stray:
+                raise Violation(
+                    f"liveness: resource {res.rid} ({res.phase.value}) counts "
+                    f"blocks {stray} nobody is inside"
                 )
 
     def _progress_or_jump(self) -> None:
@@ -1407,9 +1508,17 @@ class Sim:
                 )
 
     def _using(self, rid: int) -> str:
-        """Who uses resource `rid` now (leases out, their checkin not noted),
+        """Who uses resource `rid` now (leases out, their checkin not noted;
+        blocks inside it, or on their way out with their id still counted),
         or ''."""
-        return ", ".join(_short(lease) for lease in self.users.get(rid, ()))
+        users = [_short(lease) for lease in self.users.get(rid, ())]
+        for block in self.blocks.values():
+            place = block.place
+            if place is None or place[0].rid != rid or block.state == "out":
+                continue
+            if block.state == "in" or place[1] in place[0].blocks:
+                users.append(repr(block))
+        return ", ".join(users)
 
     def _check_contains(self, req: Req, value: Any) -> None:
         """`contains(key)`: whether a resource of the key is in service or in
@@ -1426,6 +1535,12 @@ class Sim:
             and res.phase is Phase.OPEN
             for rid, users in self.users.items()
             if users
+        ) or any(
+            b.place is not None
+            and b.place[0].key == key
+            and b.place[0].mapped
+            and b.place[0].phase is Phase.OPEN
+            for b in self.blocks_in
         )
         if value is not live or (held and not value):
             raise Violation(
@@ -1586,6 +1701,8 @@ class Sim:
             # this event), nothing it replaces may be in service.
             self.swapped.extend(res.replaces)
             self._seen("refresh: standby swapped in")
+        if after is Phase.OPEN and type(res.blocks) is list:  # blocks may enter
+            res.blocks = SimBlocks(self)
         if after is Phase.RETIRING:
             self.retiring_since.setdefault(rid, self.now)
         if before is Phase.OPEN and after is not Phase.OPEN:  # out of service
@@ -1604,8 +1721,10 @@ class Sim:
                 raise Violation(
                     f"resource {rid} reclaimed although a plain acquire() returned it"
                 )
-        if before is Phase.RETIRING and event == "close" and res.holders:
-            self.counts["drain_timeouts"] += 1  # closed under its holders
+        holders = res.holders or res.tokens or res.blocks or res in self.pub.used
+        if before is Phase.RETIRING and event == "close" and holders:
+            # Closed under its holders (or the last block's exit not read yet).
+            self.counts["drain_timeouts"] += 1
             self._seen("drain timeout")
 
     def _on_reserve(self, rid: int) -> None:
@@ -1776,10 +1895,13 @@ class Sim:
         # leases are out (a saturated pool serves nobody at the counter).
         out = len(self.held) / (2 * self.opts.max_open_resources)
         if checkin or rng.random() < 0.3 + 0.5 * min(1.0, out):
+            if self.blocks_in and self.block_rng.random() < 0.5:
+                return self._strand_leave(strand)
             return self._strand_checkin(strand)
         key = self._pick_key()
         strand.key, strand.timeout = key, self._timeout()
         strand.lease, strand.foreign, strand.claimed = None, False, False
+        strand.block = None
         counter = self.counter
         fresh = [k for k, r in self.pub.view.items() if not r.handed_out]
         if self.shared and self.core.waiters.slots and fresh and rng.random() < 0.7:
@@ -1790,8 +1912,13 @@ class Sim:
             self._seen("an acquire() of a fresh resource, callers wait for a slot")
             strand.start("acquire", lambda: self._acquire(strand, key))
         elif self.shared and rng.random() < 0.5:
-            self._note(f"{strand!r} acquire {key!r}")
-            strand.start("acquire", lambda: self._acquire(strand, key))
+            if self.p_block and self.block_rng.random() < self.p_block / 2:
+                self._start_block(strand, key)
+            else:
+                self._note(f"{strand!r} acquire {key!r}")
+                strand.start("acquire", lambda: self._acquire(strand, key))
+        elif self.p_block and self.block_rng.random() < self.p_block:
+            self._start_block(strand, key)
         else:
             self._note(f"{strand!r} checkout {key!r}")
             timeout = strand.timeout
@@ -1838,6 +1965,136 @@ class Sim:
         if strand.drop and value is not MISS:
             raise KeyboardInterrupt("after the counter returned")
         return value
+
+    def _enter(
+        self, strand: Strand, block: SimBlock, key: Hashable, timeout: float | None
+    ) -> Any:
+        """`LeaseBlock.__enter__` as far as the counter goes: the block path
+        (undone at once if interrupted), else a checkout (`_checkout`)."""
+        counter = self.counter
+        try:
+            value = counter.enter(key, block)
+            if value is not MISS:
+                if strand.drop:
+                    raise KeyboardInterrupt("after enter() returned")
+                return value
+        except _Killed:
+            raise
+        except BaseException:
+            counter.leave(block)
+            raise
+        return self._checkout(strand, key, timeout)
+
+    def _start_block(self, strand: Strand, key: Hashable) -> None:
+        """A caller enters `with pool.lease(key)` (`LeaseBlock.__enter__`)."""
+        self._note(f"{strand!r} block {key!r}")
+        timeout, block = strand.timeout, SimBlock(key)
+        strand.block = block
+        strand.start("block", lambda: self._enter(strand, block, key, timeout))
+
+    def _leave(self, block: SimBlock, broken: bool) -> None:
+        """`LeaseBlock.__exit__` on the block path: `leave`, made again if an
+        interrupt lands in it."""
+        counter = self.counter
+        reason = "sim: broken" if broken else ""
+        try:
+            counter.leave(block, broken, reason)
+        except _Killed:
+            raise
+        except BaseException:
+            counter.leave(block, broken, reason)
+            raise
+
+    def _strand_leave(self, strand: Strand) -> bool:
+        """A caller leaves one of the blocks it is inside (broken now and
+        then); or its `__exit__` never runs: the block is dropped."""
+        blocks = self.block_rng
+        block = blocks.choice(self.blocks_in)
+        self.blocks_in.remove(block)
+        if blocks.random() < self.p_forget:
+            self._drop_block(block, "its __exit__ never ran")
+            return True
+        broken = blocks.random() < self.p_broken
+        strand.key, strand.block, strand.broken = block.key, block, broken
+        strand.lease, strand.foreign, strand.claimed = None, False, False
+        block.state = "leaving"
+        self._note(f"{strand!r} leave {block!r} broken={broken}")
+        strand.start("leave", lambda: self._leave(block, broken))
+        self._after_strand(strand)
+        return True
+
+    def entered(self, strand: Strand, n: int) -> None:
+        """A strand's step counted `n` blocks entered (`Counter.entered`)."""
+        if strand.op != "block" or n != 1 or strand.counted:
+            raise Violation(f"{strand!r} {strand.op} counted {n} more blocks entered")
+        strand.counted = n
+        for name in ("acquires", "hits", "checkouts"):
+            self.counts[name] += n
+
+    def _track(self, block: SimBlock) -> None:
+        """After each step of a block's call: the id it was given, and where
+        (a take at the counter: an open resource in service, nobody queued
+        for its key)."""
+        place = block.place
+        if place is None or block.lid:
+            return
+        res, lid = place
+        if lid in self.blocks:
+            raise Violation(f"block id {lid} given twice")
+        block.lid = lid
+        self.blocks[lid] = block
+        self._seen("block entered")
+        if res.retired or res.phase is not Phase.OPEN or not res.mapped:
+            state = "retired" if res.retired else res.phase.value
+            raise Violation(f"a block entered {state} resource {res.rid}")
+        if res.key != block.key:
+            raise Violation(f"a block of {block.key!r} entered resource {res.rid}")
+        self._check_fifo(res, block.key)
+
+    def _block_done(
+        self, strand: Strand, value: Any, error: BaseException | None
+    ) -> bool:
+        """A block's call returned (or raised): whether it is done with (else
+        it fell back to a checkout, handled as one)."""
+        block = strand.block
+        assert block is not None
+        strand.block = None
+        interrupted = isinstance(error, KeyboardInterrupt)
+        if error is not None and not interrupted:
+            raise Violation(f"{strand!r} {strand.op} raised {error!r}") from error
+        if block.place is not None and interrupted:  # its undo, or its exit,
+            self._drop_block(block, "a second interrupt")  # was interrupted too
+            return strand.op == "leave"
+        if strand.op == "leave":
+            if block.place is not None:
+                raise Violation(f"leave of {block!r} left it inside")
+            block.state = "out"
+            self._seen("block left" + (" broken" if strand.broken else ""))
+            return True
+        if interrupted or not isinstance(value, Res):  # undone, or a lease instead
+            if block.place is not None:
+                raise Violation(f"{block!r} not taken, yet has a place")
+            block.state = "out"
+            if interrupted and block.lid:
+                self._seen("block undone")
+            return False
+        place = block.place
+        if place is None or place[0].obj is not value or strand.counted != 1:
+            raise Violation(
+                f"block of {block.key!r} got {value!r}: place {place}, "
+                f"counted {strand.counted}"
+            )
+        block.state = "in"
+        self.blocks_in.append(block)
+        return True
+
+    def _drop_block(self, block: SimBlock, why: str) -> None:
+        """Nobody holds `block` any more, its place still set: it is collected
+        at a later step (`LeaseBlock.__del__`)."""
+        self._note(f"  {block!r} dropped ({why})")
+        self._seen("block dropped")
+        block.state = "dropped"
+        self.dropped_blocks.append((block, self.step + self.rng.randint(1, 300)))
 
     @staticmethod
     def _blocked(strand: Strand) -> bool:
@@ -1938,8 +2195,12 @@ class Sim:
         """The garbage collector finds a dropped lease (`Lease.__del__`): if
         still out, its `on_lost` tells the supervisor (`LeaseLost`)."""
         due = [d for d in self.dropped if every or d[1] <= self.step]
-        if not due:
+        blocks = [d for d in self.dropped_blocks if every or d[1] <= self.step]
+        if not (due or blocks):
             return False
+        if not due or (blocks and self.rng.random() < len(blocks) / (len(due) + 1)):
+            self._collect_block(blocks[0] if every else self.rng.choice(blocks))
+            return True
         item = due[0] if every else self.rng.choice(due)
         self.dropped.remove(item)
         lease = item[0]
@@ -1960,20 +2221,46 @@ class Sim:
             self.collecting = False
         return True
 
+    def _collect_block(self, item: tuple[SimBlock, int]) -> None:
+        """The garbage collector finds a dropped block with its place set
+        (`LeaseBlock.__del__`): the counter tells its lease lost."""
+        self.dropped_blocks.remove(item)
+        block = item[0]
+        self.collected += 1
+        self._note(f"collect {block!r}")
+        self._seen("block collected")
+        block.state = "lost"
+        self.collecting = True
+        try:
+            self.counter.dropped(block)
+        finally:
+            self.collecting = False
+
     def _on_lost(self, lease: Lease[Any, Any]) -> None:
         """`Counter.on_lost` (the shell's `LeaseLost` tell), when the simulated
         collector finds a lease still out; Python's own collection of the
-        simulator's leaves is ignored."""
+        simulator's leaves is ignored. After the stop, a thread checks it in
+        (`PoolRef.lost`): only a block's is left for it here (`_finish`)."""
         if self.collecting and not self.stopped:
             self.inbox.append(("lost_lease", lease))
+        elif self.collecting and lease.lid in self.blocks:
+            self.late_lost.append(lease)
 
     def _after_strand(self, strand: Strand) -> None:
         """A strand stopped again, or returned from its call."""
+        if strand.block is not None:
+            self._track(strand.block)
         if strand.busy:
             return
         error, op, key = strand.error, strand.op, strand.key
         if isinstance(error, Violation):
             raise error
+        if strand.block is not None:
+            if isinstance(error, KeyboardInterrupt):
+                self._note(f"{strand!r} {op} {key!r} interrupted ({error})")
+            if self._block_done(strand, strand.result, error):
+                return
+            op = "checkout"  # it checked a lease out instead
         interrupted = isinstance(error, KeyboardInterrupt)
         if interrupted:
             self._note(f"{strand!r} {op} {key!r} interrupted ({error})")
@@ -2177,7 +2464,7 @@ class Sim:
         """The drained notes, as the core reads them: a broken checkin counts
         if its resource is still in service when the core reads it."""
         for note in notes:
-            if note[0] == BROKEN and note[1].phase in _IN_SERVICE:
+            if note[0] in (BROKEN, SPOILT) and note[1].phase in _IN_SERVICE:
                 self.counts["broken"] += 1
             elif note[0] == GIVEN:
                 self.handing.discard(note[4])
@@ -2205,6 +2492,18 @@ class Sim:
             return
         res: Resource = note[1]
         rid = res.rid
+        if kind == SPOILT:  # a block left broken: its id goes out with it
+            if strand is None or strand.block is None or note[2] != strand.block.lid:
+                raise Violation(f"a SPOILT note of block {note[2]} by {strand!r}")
+            return
+        if kind in _CHECKINS and note[2].lid in self.blocks:
+            # A dropped block's place, checked in as a lease of its id (`lost`,
+            # or after the stop `checkin`): its id is out by now.
+            block = self.blocks[note[2].lid]
+            if block.state != "lost" or note[2].lid in res.blocks:
+                raise Violation(f"{block!r} checked in as a lease, still counted")
+            block.state = "out"
+            return
         if kind == OUT:
             lease = note[3]
             counts["acquires"] += 1
@@ -2264,6 +2563,12 @@ class Sim:
         if res.retired or res.phase is not Phase.OPEN or not res.mapped:
             state = "retired" if res.retired else res.phase.value
             raise Violation(f"a take at the counter got {state} resource {rid}")
+        self._check_fifo(res, key)
+
+    def _check_fifo(self, res: Resource, key: Hashable) -> None:
+        """Nobody is queued for `key` (in the core, or self-queued) while a
+        take at the counter gets `res`: strict FIFO per key."""
+        rid = res.rid
         entry = self.core.keys.get(key)
         # A caller a checkin served already (its GIVEN note unread) waits no
         # more, though the core still lists it.
@@ -2531,6 +2836,7 @@ class Sim:
         queued = self._check_keys(dirty, pending)
         self._check_callers()
         holders = self._check_leases(pending)
+        self._check_blocks()
         self._check_stats(counted, queued, holders, pending)
         self._check_timers()
         self._check_published()
@@ -2726,7 +3032,7 @@ class Sim:
             if kind == OUT:
                 pending.outs += 1
                 pending.out[rid] = pending.out.get(rid, 0) + 1
-            elif kind in _CHECKINS:
+            elif kind in _CHECKINS and note[2].lid not in self.blocks:
                 pending.back[rid] = pending.back.get(rid, 0) + 1
             elif kind == GIVEN:  # a checkin and a checkout in one
                 pending.givens += 1
@@ -2764,7 +3070,8 @@ class Sim:
                 awaited = (
                     self.expect.get(rid, 0) > 0
                     or rid in pending.rids
-                    or bool(res.tokens)
+                    or bool(res.tokens or res.blocks)
+                    or res in self.pub.used  # a block left: its exit not read yet
                 )
                 if not awaited:
                     raise Violation(f"resource {rid} retiring, waiting for nobody")
@@ -2780,12 +3087,38 @@ class Sim:
                     raise Violation(f"exclusive resource {rid} is {state}")
             if (
                 idle_time is not None
-                and not res.holders
+                and not (res.holders or res.blocks or res in self.pub.used)
                 and "idle" not in res.timers
                 and core.closing is None
             ):
                 raise Violation(f"idle resource {rid} has no max_idle_time timer")
         return total
+
+    def _check_blocks(self) -> None:
+        """The block path's invariant: a resource counts a block's id only
+        while the block's place is there, once, and never a block that left;
+        a block inside a resource (its `enter` returned it) is counted there
+        until the resource is gone."""
+        counted: set[int] = set()
+        for res in self.core.resources.values():
+            if res.blocks and res.phase not in (*_IN_SERVICE, Phase.CLOSING, *ENDED):
+                raise Violation(f"resource {res.rid} ({res.phase.value}) has blocks")
+            for lid in res.blocks:
+                block = self.blocks.get(lid)
+                if block is None or block.place != (res, lid):
+                    raise Violation(
+                        f"resource {res.rid} counts block {lid}, whose place is "
+                        f"{None if block is None else block.place}"
+                    )
+                if block.state == "out" or lid in counted:
+                    raise Violation(f"resource {res.rid} counts {block!r}")
+                counted.add(lid)
+        for block in self.blocks_in:
+            if block.place is None:
+                raise Violation(f"{block!r} is inside a resource, with no place")
+            res, lid = block.place
+            if self.core.resources.get(res.rid) is res and lid not in res.blocks:
+                raise Violation(f"{block!r} inside resource {res.rid}, not counted")
 
     def _check_published(self) -> None:
         """Once an event is over, what callers read is the core's state."""
@@ -2844,7 +3177,8 @@ class Sim:
         # supervisor still polls then: `noted` is not QUIET).
         sending = self.notes_msgs > 0 or self.wake_lost
         kinds = [n[0] for n in pub.notes]
-        if (kinds or pub.hits) and not sending and noted == QUIET:
+        unread = kinds or pub.hits or pub.used or pub.entered
+        if unread and not sending and noted == QUIET:
             raise Violation(
                 f"notes {kinds} stranded: the supervisor does not poll and no "
                 f"Notes message is on its way (noted={noted})"
@@ -2864,18 +3198,21 @@ class Sim:
     ) -> None:
         core = self.core
         stats = core.snapshot()
+        inside = sum(len(r.blocks) for r in core.resources.values())
         expect = {
             "open_resources": len(counted),
             "wait_count": queued,
-            "holders": holders,
+            "holders": holders + inside,
             **self.counts,
         }
-        # What callers did at the counter counts once its note is drained.
-        expect["acquires"] -= pending.hits + pending.outs
-        expect["hits"] -= pending.hits + pending.outs
-        expect["checkouts"] -= pending.outs + pending.givens
+        # What callers did at the counter counts once its note is drained
+        # (a block's entry once the core reads `entered`).
+        entered = self.pub.entered
+        expect["acquires"] -= pending.hits + pending.outs + entered
+        expect["hits"] -= pending.hits + pending.outs + entered
+        expect["checkouts"] -= pending.outs + pending.givens + entered
         if not (pending.rids or pending.hits):  # the leases out, by the model
-            expect["holders"] = sum(
+            expect["holders"] = inside + sum(
                 len(self.users.get(rid, ())) for rid in core.resources
             )
         for name, value in expect.items():

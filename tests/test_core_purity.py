@@ -19,6 +19,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pooler_actors"
 CORE = [
     "_core.py",
     "_counter.py",
+    "_counter_state.py",
+    "_counter_blocks.py",
     "_part.py",
     "_inventory.py",
     "_creations.py",
@@ -116,11 +118,14 @@ COUNTER_STATE = {
     "closed",
     "direct",
     "single",
+    "used",
+    "entered",
 }
-#: Where that state may be touched: the counter's own methods, and the core,
-#: which runs only while the shell holds the counter's lock (one core event is
-#: one atomic step; see the counter's first invariant).
-COUNTER_OWNERS = {"_counter.py", "_core.py"}
+#: Where that state may be touched: the counter's own methods (its class,
+#: `Counter`, is built in three modules: its state, its block path, the rest),
+#: and the core, which runs only while the shell holds the counter's lock (one
+#: core event is one atomic step; see the counter's first invariant).
+COUNTER_OWNERS = {"_counter.py", "_counter_state.py", "_counter_blocks.py", "_core.py"}
 
 
 def _counter_state_touched(path: Path) -> list[str]:

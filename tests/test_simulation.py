@@ -24,6 +24,7 @@ from simulation import SimResult, run_seed, run_seeds
 
 from pooler_actors._core import IN, KeyEntry, PoolCore, Resource
 from pooler_actors._counter import Counter
+from pooler_actors._counter_blocks import Block, Blocks
 from pooler_actors._effects import Reply
 from pooler_actors._health import Health
 from pooler_actors._inventory import Inventory
@@ -230,8 +231,8 @@ def test_the_simulation_catches_a_drain_that_drops_the_hits(
     drain = Counter.drain
 
     def lossy(self: Counter, *, woken: bool = False) -> Any:
-        notes, _hits = drain(self, woken=woken)
-        return notes, []
+        notes, _hits, *blocks = drain(self, woken=woken)
+        return notes, [], *blocks
 
     monkeypatch.setattr(Counter, "drain", lossy)
     found = _first_violation(SEARCH_SEEDS)
@@ -267,6 +268,104 @@ def test_the_simulation_catches_a_lost_lease_never_given_back(
     monkeypatch.setattr(PoolCore, "lost", ignore)
     found = _first_violation(SEARCH_SEEDS)
     assert "liveness" in str(found.violation) or "retiring" in str(found.violation)
+
+
+# --- the block path (`_counter_blocks`): each defect breaks its invariant ------
+
+
+def test_the_simulation_catches_a_leave_that_keeps_the_block_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The block path's invariant: a block's id is counted only while its
+    place is set. Here `leave` clears the place and forgets to take the id
+    out: the resource would count a holder nobody is, for ever."""
+    leave = Blocks.leave
+
+    def forgetful(
+        self: Blocks, block: Block, broken: bool = False, r: str = ""
+    ) -> None:
+        place = block.place
+        leave(self, block, broken, r)
+        if (
+            place is not None
+            and block.place is None
+            and place[1] not in place[0].blocks
+        ):
+            list.append(place[0].blocks, place[1])  # the id stays in
+
+    monkeypatch.setattr(Blocks, "leave", forgetful)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "counts block" in str(found.violation), found.violation
+
+
+def test_the_simulation_catches_a_retire_blind_to_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SPEC 8 for blocks: a resource is never closed under a block. Here
+    `retire` does not see the blocks inside (`held` without `blocks`)."""
+    retire = Inventory.retire
+
+    def blind(
+        self: Inventory, now: float, res: Resource, reason: str, *, owned: bool = False
+    ) -> None:
+        blocks, res.blocks = res.blocks, []
+        try:
+            retire(self, now, res, reason, owned=owned)
+        finally:
+            res.blocks = blocks
+
+    monkeypatch.setattr(Inventory, "retire", blind)
+    found = _first_violation(SEARCH_SEEDS)
+    violation = str(found.violation)
+    assert "Close of resource" in violation and "<block" in violation, violation
+
+
+def test_the_simulation_catches_block_exits_the_core_never_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Invariant 3 for blocks: what a block's exit leaves (`used`) is read
+    as an `IN` note is. Here the core ignores it: a retiring resource whose
+    last block left is never closed."""
+
+    def ignore(self: Inventory, now: float, used: Any) -> None:
+        return None
+
+    monkeypatch.setattr(Inventory, "blocks_left", ignore)
+    found = _first_violation(SEARCH_SEEDS)
+    violation = str(found.violation)
+    assert "waiting for nobody" in violation or "idle" in violation, violation
+
+
+def test_the_simulation_catches_a_dropped_block_never_taken_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A block dropped with its place set (its `__exit__` never ran) comes
+    back when collected, as a lease of its id. Here the core's `lost`
+    checks that lease in without taking the block's id out."""
+
+    def keep(self: Blocks, res: Any, lid: int) -> None:
+        return None
+
+    monkeypatch.setattr(Blocks, "_unhold", keep)
+    found = _first_violation(range(400))  # a block dropped: rarer
+    violation = str(found.violation)
+    assert "still counted" in violation or "liveness" in violation, violation
+
+
+def test_the_simulation_catches_blocks_entered_but_never_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Invariant 3: a block's entry counts an acquire, a hit and a checkout
+    (`entered`, read with the notes). Here the supervisor's read loses it."""
+    drain = Counter.drain
+
+    def lossy(self: Counter, *, woken: bool = False) -> Any:
+        notes, hits, used, _entered = drain(self, woken=woken)
+        return notes, hits, used, 0
+
+    monkeypatch.setattr(Counter, "drain", lossy)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "stats.acquires" in str(found.violation), found.violation
 
 
 # --- blind spots: each checker shown to catch a defect it alone sees -----------
