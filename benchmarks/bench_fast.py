@@ -76,7 +76,7 @@ def _single(quick: bool) -> list[Row]:
             gcp[0].close()
     rows = [row(f"fast.{name}", t * 1e6, "us") for name, t in medians.items()]
     ratio = paired_ratio(per_round, "hit", "lock_dict")
-    rows.append(target("fast.hit_vs_lock_dict", ratio, 5))
+    rows.append(target("fast.hit_vs_lock_dict", ratio, 2))
     ratio = paired_ratio(per_round, "shared_lease", "lock_dict")
     rows.append(target("fast.shared_lease_vs_lock_dict", ratio, 8))
     if gcp is not None:
@@ -84,7 +84,7 @@ def _single(quick: bool) -> list[Row]:
             target("fast.hit_vs_gcp", paired_ratio(per_round, "hit", "gcp"), 0.2)
         )
         ratio = paired_ratio(per_round, "exclusive_lease", "gcp")
-        rows.append(target("fast.exclusive_lease_vs_gcp", ratio, 1.0))
+        rows.append(target("fast.exclusive_lease_vs_gcp", ratio, 0.3))
     else:
         rows.append(row("fast.gcp", float("nan"), "us", note="not installed"))
     return rows
@@ -142,7 +142,7 @@ def _threads(quick: bool) -> list[Row]:
             "fast.threads_8x100.pool_vs_lock_dict",
             best_pool / best_lock,
             "ratio",
-            target=">= 0.5",  # at least, this one
+            target=">= 0.5",  # lock+dict / pool <= 2 (issue 20)
             ok=best_pool / best_lock >= 0.5,
         ),
     ]
