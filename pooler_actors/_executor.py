@@ -194,22 +194,20 @@ class Executor:
                     sys.excepthook(*sys.exc_info())
             task = None
             with lock:
-                task = self._backlog.popleft() if self._backlog else None
+                if self._backlog:
+                    task = self._backlog.popleft()
+                else:  # idle: the next submit hands this worker its task
+                    worker.busy_since = None
+                    if self._closed:
+                        self._workers.discard(worker)
+                        return
+                    worker.task = None
+                    self._idle.append(worker)
             if task is not None:
                 # Work is queued, so other threads may be waiting for the GIL
                 # (a caller's acquire, the supervisor): let them run first.
                 _yield()
                 continue
-            with lock:
-                if self._backlog:
-                    task = self._backlog.popleft()
-                    continue
-                worker.busy_since = None
-                if self._closed:
-                    self._workers.discard(worker)
-                    return
-                worker.task = None
-                self._idle.append(worker)
             got = worker.wake.acquire(timeout=self.idle_timeout)
             if not got:
                 with lock:
@@ -395,12 +393,11 @@ class ExecutorActor(pykka.Actor):
                 self.on_failure(*sys.exc_info())
 
     def _actor_loop_teardown(self) -> None:
-        while True:
-            try:
-                envelope = self.actor_inbox.get()
-            except IndexError:
-                return
-            _answer_dead(envelope, self)
+        inbox = self.actor_inbox
+        assert isinstance(inbox, _Inbox)
+        messages = inbox.messages  # popped by this turn only: no race to empty
+        while messages:
+            _answer_dead(messages.popleft(), self)
 
 
 def _answer_dead(envelope: Envelope[Any], actor: object) -> None:

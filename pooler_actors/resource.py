@@ -139,9 +139,11 @@ class BaseResourceActor(pykka.Actor):
         self.finished = False
 
     def _report(self, message: object) -> None:
-        # If the pool is gone, nothing waits for this report.
-        with contextlib.suppress(pykka.ActorDeadError):
+        # A try, not contextlib.suppress: no object made per report.
+        try:  # noqa: SIM105
             self._supervisor.tell(message)
+        except pykka.ActorDeadError:
+            pass  # the pool is gone: nothing waits for this report
 
     # User code may raise anything, KeyboardInterrupt and SystemExit included:
     # each is contained and reported, never allowed to stop other actors.
