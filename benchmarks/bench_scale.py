@@ -148,7 +148,7 @@ def run_design(name: str, big: int, quick: bool) -> tuple[list[Row], dict[str, f
         rows += [
             row(f"{p}.churn_acquire_new_release_us", medians["churn"] * 1e6, "us"),
             row(f"{p}.pykka_start_stop_us", medians["bare"] * 1e6, "us"),
-            target(f"{p}.churn_vs_pykka_start_stop", fig["churn"], 2.5),
+            target(f"{p}.churn_vs_pykka_start_stop", fig["churn"], 2),
         ]
 
         # Scale: open 1,000, then up to `big`, measuring hits at each size.

@@ -75,7 +75,8 @@ class Creations(Part):
             timeout = self.options.close_timeout
         if timeout is not None:
             self.core.inventory.timer(res, "create", now + timeout)
-        self.core.log("debug", "pool.resource.creating", res.key, res.context)
+        if self.core.debug:  # a hot path: no call made for nothing
+            self.core.log("debug", "pool.resource.creating", res.key, res.context)
         self.effects.append(Start(res.rid, res.key, res.attempts))
 
     def ready(self, now: float, rid: int, attempt: int, obj: Any) -> None:

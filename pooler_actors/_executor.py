@@ -194,22 +194,20 @@ class Executor:
                     sys.excepthook(*sys.exc_info())
             task = None
             with lock:
-                task = self._backlog.popleft() if self._backlog else None
+                if self._backlog:
+                    task = self._backlog.popleft()
+                else:  # idle: the next submit hands this worker its task
+                    worker.busy_since = None
+                    if self._closed:
+                        self._workers.discard(worker)
+                        return
+                    worker.task = None
+                    self._idle.append(worker)
             if task is not None:
                 # Work is queued, so other threads may be waiting for the GIL
                 # (a caller's acquire, the supervisor): let them run first.
                 _yield()
                 continue
-            with lock:
-                if self._backlog:
-                    task = self._backlog.popleft()
-                    continue
-                worker.busy_since = None
-                if self._closed:
-                    self._workers.discard(worker)
-                    return
-                worker.task = None
-                self._idle.append(worker)
             got = worker.wake.acquire(timeout=self.idle_timeout)
             if not got:
                 with lock:
@@ -235,21 +233,29 @@ class Executor:
 
 
 class _Inbox:
-    """An actor's mailbox: a deque, plus the flag saying a turn is scheduled."""
+    """An actor's mailbox: a deque, plus the flag saying a turn is scheduled.
 
-    __slots__ = ("_lock", "_scheduled", "abandoned", "actor", "messages")
+    It holds its actor (which holds it) while the actor lives: nothing else
+    keeps an idle `ExecutorActor` alive. The actor's last turn lets go of it
+    (`ended`), so an ended actor is freed as soon as it is dropped, not by the
+    garbage collector; a message that comes later is answered at once.
+    """
+
+    __slots__ = ("_lock", "_scheduled", "abandoned", "actor", "ended_as", "messages")
 
     def __init__(self) -> None:
         self.messages: deque[Envelope[Any]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
         self.actor: ExecutorActor | None = None
+        #: The actor's name once it ended (`actor` is then `None`).
+        self.ended_as = ""
         #: Set when the actor is written off as stuck: asks are answered at once.
         self.abandoned = False
 
     def put(self, envelope: Envelope[Any], /) -> None:
         if self.abandoned and envelope.reply_to is not None:
-            _answer_dead(envelope, self.actor)
+            _answer_dead(envelope, self.actor or self.ended_as)
             return
         self.messages.append(envelope)
         self.schedule()
@@ -267,8 +273,19 @@ class _Inbox:
                 return
             self._scheduled = True
         actor = self.actor
-        assert actor is not None
+        if actor is None:  # it ended: no turn runs any more, answer here
+            while True:
+                while self.messages:
+                    _answer_dead(self.messages.popleft(), self.ended_as)
+                if self.unschedule():
+                    return
         actor.executor.submit(actor.run_turn)
+
+    def ended(self, actor: ExecutorActor) -> None:
+        """`actor` ran its last turn: let go of it (see the class docstring)."""
+        if self.actor is not None:
+            self.ended_as = str(actor)
+            self.actor = None
 
     def unschedule(self) -> bool:
         """End a turn; ``False`` if messages came meanwhile (run another)."""
@@ -344,6 +361,7 @@ class ExecutorActor(pykka.Actor):
                 # Answer what is left, and anything that lands later, with
                 # ActorDeadError, as pykka's own teardown does.
                 _pykka.loop_teardown(self)
+                inbox.ended(self)
             if handled == _BATCH and inbox.messages and not stopped.is_set():
                 # Yield to other actors: resubmit behind them.
                 self.executor.submit(self.run_turn)
@@ -375,15 +393,14 @@ class ExecutorActor(pykka.Actor):
                 self.on_failure(*sys.exc_info())
 
     def _actor_loop_teardown(self) -> None:
-        while True:
-            try:
-                envelope = self.actor_inbox.get()
-            except IndexError:
-                return
-            _answer_dead(envelope, self)
+        inbox = self.actor_inbox
+        assert isinstance(inbox, _Inbox)
+        messages = inbox.messages  # popped by this turn only: no race to empty
+        while messages:
+            _answer_dead(messages.popleft(), self)
 
 
-def _answer_dead(envelope: Envelope[Any], actor: ExecutorActor | None) -> None:
+def _answer_dead(envelope: Envelope[Any], actor: object) -> None:
     """Answer an ask the actor will not handle: a stop succeeds, others fail."""
     reply = envelope.reply_to
     if reply is None:

@@ -157,8 +157,11 @@ class Inventory(Part):
         """Shared mode: show `acquire()` callers the key's open resource."""
         if not self.shared:
             return
-        shown = next((r for r in entry.resources if r.phase is Phase.OPEN), None)
-        self.core.published.show(entry.key, shown)
+        for res in entry.resources:
+            if res.phase is Phase.OPEN:
+                self.core.published.show(entry.key, res)
+                return
+        self.core.published.show(entry.key, None)
 
     def retire(
         self, now: float, res: Resource, reason: str, *, owned: bool = False
@@ -291,7 +294,8 @@ class Inventory(Part):
             self.core.waiters.fail_joiners(now, res, PoolClosedError(self.core.name))
             res.reason = res.reason or "lost"
             self.core.log("warning", "pool.resource.lost", res.key)
-        self.core.log("debug", "pool.resource.closed", res.key, reason=res.reason)
+        if self.core.debug:  # a hot path: no keywords built for nothing
+            self.core.log("debug", "pool.resource.closed", res.key, reason=res.reason)
         self.move(now, res, "closed")
         self.core.pump(now)
 

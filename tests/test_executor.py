@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,8 +13,9 @@ import pykka
 import pytest
 from conftest import pool_threads, wait_for
 
-from pooler_actors import _executor
+from pooler_actors import Pool, _executor, _pykka
 from pooler_actors._executor import Executor, ExecutorActor
+from pooler_actors._future import PoolFuture
 
 
 class Recorder(ExecutorActor):
@@ -191,3 +194,61 @@ def test_message_put_just_before_unschedule_is_not_stranded(
     wait_for(lambda: seen == ["first", "late"], timeout=10)
     ref.stop()
     executor.shutdown(5)
+
+
+def test_an_ended_actor_is_freed_without_the_collector(executor: Executor) -> None:
+    # Its mailbox holds it while it lives, and lets go of it at its end: no
+    # reference cycle is left for the garbage collector (2 per new key).
+    gc.disable()
+    try:
+        ref = Recorder.start(executor, [])
+        actor = weakref.ref(_pykka.actor_of(ref))
+        assert ref.ask("alive") == "alive"
+        ref.stop()
+        wait_for(lambda: actor() is None)
+    finally:
+        gc.enable()
+    # A message that gets past the ref's "is it alive?" check is answered.
+    late: PoolFuture[Any] = PoolFuture()
+    ref.actor_inbox.put(_pykka.Envelope("late", reply_to=late))
+    with pytest.raises(pykka.ActorDeadError, match="Recorder"):
+        late.get(timeout=10)
+    stop: PoolFuture[Any] = PoolFuture()
+    ref.actor_inbox.put(_pykka.Envelope(_pykka.stop_message(), reply_to=stop))
+    assert stop.get(timeout=10) is None
+
+
+class _Plain:
+    def ping(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_new_key_acquired_and_released_leaves_no_garbage() -> None:
+    # Every object of a new key's way (its actor, mailbox, reply futures,
+    # messages, effects) is freed by its last reference, not by the collector.
+    with Pool(lambda _key: _Plain(), health_check_interval=None) as pool:
+        pool.acquire("warm")
+        pool.release("warm")
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for i in range(50):
+                pool.acquire(i)
+                pool.release(i)
+            pool.stats()  # the last actor's turn has ended by now
+            time.sleep(0.05)
+            gc.collect()
+            ours = [
+                type(o).__qualname__
+                for o in gc.garbage
+                if type(o).__module__.startswith(("pooler_actors", "pykka"))
+            ]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert ours == []

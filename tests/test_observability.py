@@ -651,6 +651,53 @@ def test_late_configuration_and_capture_apply_to_a_running_pool(plan: Plan) -> N
             wait_event(logs, "pool.acquire.hit", key="b")
 
 
+def test_events_follow_every_reconfiguration_of_structlog() -> None:
+    # The emitter binds structlog's logger once per configuration: replacing
+    # the logger factory, the processors, the wrapper class or the context
+    # class, or changing the processors in place, takes effect at once.
+    events = Events("p")
+    first, second = CapturingLogger(), CapturingLogger()
+
+    def seen(sink: CapturingLogger) -> list[str]:
+        return [c.args[0] if c.args else c.kwargs["event"] for c in sink.calls]
+
+    structlog.configure(processors=[], logger_factory=lambda *_: first)
+    events.info("pool.one")
+    structlog.configure(logger_factory=lambda *_: second)
+    events.info("pool.two")
+    assert (seen(first), seen(second)) == (["pool.one"], ["pool.two"])
+    tagged: list[Any] = []
+
+    def tag(_logger: Any, _name: str, event: Any) -> Any:
+        tagged.append(event["event"])
+        return event
+
+    structlog.configure(processors=[tag])
+    events.info("pool.three")
+    with capture_logs() as logs:  # the processors list changed in place
+        events.info("pool.four")
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
+    )
+    events.info("pool.five")  # filtered out now
+    events.warning("pool.six")
+
+    made: list[int] = []
+
+    class Context(dict[str, Any]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    structlog.configure(context_class=Context)
+    events.warning("pool.seven")
+    assert made  # the logger was bound again, with the new context class
+    assert tagged == ["pool.three", "pool.six", "pool.seven"]
+    assert [e["event"] for e in logs] == ["pool.four"]
+    assert seen(second)[-2:] == ["pool.six", "pool.seven"]
+    assert "pool.five" not in seen(second)
+
+
 def test_events_follow_a_stdlib_logging_setup(
     plan: Plan, caplog: pytest.LogCaptureFixture
 ) -> None:
