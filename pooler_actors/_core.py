@@ -553,7 +553,7 @@ class PoolCore:
         self.placement.wake(now)
         self.sizing.fill(now)
         slots = self.waiters.slots
-        self.published.starve(bool(slots))
+        self.published.starve(bool(slots), self.used >= self.cap)
         if slots and self.used >= self.cap and self.options.reclaim_idle:
             self.placement.reclaim(now)
         if self.closing is not None and not self.used and not self.stopped:

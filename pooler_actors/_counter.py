@@ -188,7 +188,9 @@ class Counter(Blocks):
 
     def enqueue(self, key: Hashable, timeout: float | None, since: float) -> Any:
         """A checkout that must wait, queued here (`queue[key]` and its note,
-        one step; a checkin may serve it): its future, or `MISS`. Invariant 3."""
+        one step; a checkin may serve it): its future, or `MISS`: an unknown
+        key, or one that might want a new resource now (`max_per_key > 1`
+        with nobody queued and a slot free) asks the supervisor. Invariant 3."""
         if not self.direct or timeout == 0 or self.register is None:
             return MISS
         context = self.context()
@@ -197,7 +199,9 @@ class Counter(Blocks):
                 queue = self.queue.get(key)
             except TypeError:  # unhashable: asking says so
                 return MISS
-            if queue is None or not (queue or self.single or key in self.waiting):
+            if queue is None or not (
+                queue or self.single or self.full or key in self.waiting
+            ):
                 return MISS  # an unknown key, or one that may need a new resource
             if self.closed is not None:
                 raise PoolClosedError(self.closed)

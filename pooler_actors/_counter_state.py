@@ -93,6 +93,7 @@ class _State:
         "direct",
         "entered",
         "exclusive",
+        "full",
         "hits",
         "idle",
         "lids",
@@ -137,6 +138,10 @@ class _State:
         self.waiting: set[Hashable] = set()
         #: Callers wait for a slot (a reclaim may serve them): checkins are urgent.
         self.starved = False
+        #: Every slot under the cap is taken: no creation can start now, so a
+        #: checkout of a known key with nothing idle may queue itself even
+        #: with `max_per_key > 1` (the core reads it before a slot frees).
+        self.full = False
         #: Exclusive mode: key -> its queued callers' numbers (cids), in order.
         self.queue: dict[Hashable, deque[int]] = {}
         #: A checkout may queue itself in `queue` (exclusive, no `max_waiting`).
@@ -256,9 +261,11 @@ class _State:
         """Callers of `key` are queued in the core (or no more): none passed."""
         (self.waiting.add if waiting else self.waiting.discard)(key)
 
-    def starve(self, starved: bool) -> None:
-        """Callers wait for a slot (or no more): a checkin is urgent news."""
+    def starve(self, starved: bool, full: bool) -> None:
+        """Callers wait for a slot (or no more): a checkin is urgent news;
+        `full`: every slot is taken (or no more)."""
         self.starved = starved
+        self.full = full
 
     def shut(self, name: str) -> None:
         """The pool `name` stopped: a checkout would queue itself in vain."""

@@ -3123,6 +3123,11 @@ class Sim:
     def _check_published(self) -> None:
         """Once an event is over, what callers read is the core's state."""
         core, pub = self.core, self.pub
+        if pub.full != (core.inventory.used >= core.cap):
+            raise Violation(
+                f"published full={pub.full}, {core.inventory.used} of {core.cap} "
+                "slots taken"
+            )
         # Exclusive: a caller queued in the core is in its key's queue
         # instead, whose first a checkin serves (the key is not marked).
         waiting = {k for k, e in core.keys.items() if e.waiters and not self.exclusive}
