@@ -180,14 +180,8 @@ class _State:
         """A new lease of `res` (its record), with an id of its own, found
         again if it is lost (under the lock: a caller's or the core's)."""
         self.lids += 1
-        return Lease(
-            key,
-            res.obj,
-            pool=self.pool_id,
-            rid=res.rid,
-            lid=self.lids,
-            handle=res,
-            on_lost=self.on_lost,
+        return Lease.issue(
+            key, res.obj, self.pool_id, res.rid, self.lids, res, self.on_lost
         )
 
     def _ring(self, urgent: bool) -> bool:

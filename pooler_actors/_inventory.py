@@ -69,8 +69,9 @@ class Resource:
     tokens: list[int] = field(default_factory=list)
     #: Shared: ids of the blocks inside it now (`with pool.lease(key)` on the
     #: counter's block path, `_counter_blocks`): the counter's state, as
-    #: `tokens` is; cleared at its end.
-    blocks: list[int] = field(default_factory=list)
+    #: `tokens` is; cleared at its end. A dict (values unused): an id goes in
+    #: and out with no call under the lock (see `Counter.hit`).
+    blocks: dict[int, None] = field(default_factory=dict)
     #: The ids of its leases out, as known, with when each was checked out
     #: (ids, not leases: a lease nobody holds any more must be collectable,
     #: to be found lost).

@@ -389,8 +389,13 @@ class SimNotes(deque[Any]):
         self.sim.unnote(note if isinstance(note, tuple) else (HIT, note, None))
         return note
 
+    def __iadd__(self, notes: Any) -> SimNotes:  # (`hits += (key,)`)
+        for note in notes:
+            self.append(note)
+        return self
 
-class SimBlocks(list[int]):
+
+class SimBlocks(dict[int, None]):
     """A shared resource's `blocks` (the ids of the blocks inside it): an
     interrupt armed for this step may land just before or just after an id
     goes in or out."""
@@ -401,15 +406,21 @@ class SimBlocks(list[int]):
         super().__init__()
         self.sim = sim
 
-    def append(self, lid: int) -> None:
+    def __setitem__(self, lid: int, value: None) -> None:
         self.sim.land("before")
-        list.append(self, lid)
+        dict.__setitem__(self, lid, value)
         self.sim.land("after")
 
-    def remove(self, lid: int) -> None:
+    def __delitem__(self, lid: int) -> None:
         self.sim.land("before")
-        list.remove(self, lid)
+        dict.__delitem__(self, lid)
         self.sim.land("after")
+
+    def pop(self, lid: int, *default: Any) -> Any:  # type: ignore[override]
+        self.sim.land("before")
+        value = dict.pop(self, lid, *default)
+        self.sim.land("after")
+        return value
 
 
 class SimBlock:
@@ -1701,7 +1712,7 @@ class Sim:
             # this event), nothing it replaces may be in service.
             self.swapped.extend(res.replaces)
             self._seen("refresh: standby swapped in")
-        if after is Phase.OPEN and type(res.blocks) is list:  # blocks may enter
+        if after is Phase.OPEN and type(res.blocks) is dict:  # blocks may enter
             res.blocks = SimBlocks(self)
         if after is Phase.RETIRING:
             self.retiring_since.setdefault(rid, self.now)

@@ -1465,3 +1465,21 @@ def test_a_checkout_interrupted_while_it_queues_itself_leaves_nothing_behind() -
         assert again.resource is first.resource
         assert pool.checkin(again)
         wait_for(lambda: pool.stats().holders == 0)
+
+
+def test_lease_issue_makes_what_the_constructor_makes() -> None:
+    """`Lease.issue` (the counter's fast path) and `Lease(...)` set the same
+    slots to the same values: a slot added to one and not the other fails."""
+    from pooler_actors.lease import Lease  # noqa: PLC0415
+
+    def lost(_lease: Lease[Any, Any]) -> None:
+        pass
+
+    pool, handle = object(), object()
+    made = Lease("k", 1, pool=pool, rid=2, lid=3, handle=handle, on_lost=lost)
+    issued = Lease.issue("k", 1, pool, 2, 3, handle, lost)
+    for cls in type(made).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            assert getattr(made, name, None) == getattr(issued, name, None), name
+    for lease in (made, issued):
+        lease.on_lost = None  # (collected as checked in)

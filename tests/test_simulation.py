@@ -291,7 +291,7 @@ def test_the_simulation_catches_a_leave_that_keeps_the_block_counted(
             and block.place is None
             and place[1] not in place[0].blocks
         ):
-            list.append(place[0].blocks, place[1])  # the id stays in
+            dict.__setitem__(place[0].blocks, place[1], None)  # the id stays in
 
     monkeypatch.setattr(Blocks, "leave", forgetful)
     found = _first_violation(SEARCH_SEEDS)
@@ -308,7 +308,7 @@ def test_the_simulation_catches_a_retire_blind_to_blocks(
     def blind(
         self: Inventory, now: float, res: Resource, reason: str, *, owned: bool = False
     ) -> None:
-        blocks, res.blocks = res.blocks, []
+        blocks, res.blocks = res.blocks, {}
         try:
             retire(self, now, res, reason, owned=owned)
         finally:
