@@ -214,11 +214,13 @@ def _end(
     the commit's own error (to raise once the lease is checked in)."""
     conn: psycopg.Connection[Any] = lease.resource
     raised: BaseException | None = None
+    # IDLE: a sound link (libpq says UNKNOWN for a bad or closed one) with no
+    # transaction open (autocommit, or ended in the block): nothing to do.
+    status = conn.pgconn.transaction_status
+    if status == _TX.IDLE:
+        return False, None
     if is_broken(conn):
         return True, None
-    status = conn.info.transaction_status
-    if status == _TX.IDLE:  # no transaction (autocommit, or ended): nothing to do
-        return False, None
     if status in _UNUSABLE:  # a query still running, or a lost link
         return True, None
     try:
@@ -244,11 +246,11 @@ async def _aend(
     """[_end][pooler_actors.psycopg._end] for an `AsyncConnection`."""
     conn: psycopg.AsyncConnection[Any] = lease.resource
     raised: BaseException | None = None
-    if is_broken(conn):
-        return True, None
-    status = conn.info.transaction_status
+    status = conn.pgconn.transaction_status  # (see `_end`)
     if status == _TX.IDLE:
         return False, None
+    if is_broken(conn):
+        return True, None
     if status in _UNUSABLE:
         return True, None
     try:
