@@ -45,6 +45,10 @@ from pooler_actors import (
 
 PARAMS = json.loads(sys.argv[1])
 PARENT_PID = os.getpid()
+# A shell that starts the suite in the background (`make test &`) makes
+# SIGINT ignored, and the child inherits that: the scenarios that interrupt
+# a caller with SIGINT want Python's own handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 R = {"stage": "start"}
 THREAD_ERRORS = []
 
