@@ -45,7 +45,8 @@ from collections.abc import Callable, Collection, Hashable, Iterable
 from math import inf as _INF
 from typing import Any
 
-from pooler_actors._counter import (
+from pooler_actors._counter import Counter as Published
+from pooler_actors._counter_state import (
     ASK,
     BACK,
     BROKEN,
@@ -58,9 +59,8 @@ from pooler_actors._counter import (
     QUIET,
     SPOILT,
     WOKEN,
+    Drained,
 )
-from pooler_actors._counter import Counter as Published
-from pooler_actors._counter_state import Drained
 from pooler_actors._creations import Creations
 from pooler_actors._effects import Effect, Fail, Log, Reply, Stopped
 from pooler_actors._fleet import Fleet

@@ -55,7 +55,6 @@ from typing import Any
 from pooler_actors._counter_blocks import Blocks
 from pooler_actors._counter_state import (
     ASK,
-    BACK,
     BROKEN,
     GIVEN,
     HANDOVER,
@@ -63,33 +62,15 @@ from pooler_actors._counter_state import (
     IN,
     MISS,
     OUT,
-    POLL,
-    POLLING,
     QUIET,
-    SPOILT,
     WOKEN,
     _together,
 )
 from pooler_actors.errors import PoolClosedError
 from pooler_actors.lease import Lease, not_a_lease
 
-__all__ = [
-    "ASK",
-    "BACK",
-    "BROKEN",
-    "GIVEN",
-    "HANDOVER",
-    "HIT",
-    "IN",
-    "MISS",
-    "OUT",
-    "POLL",
-    "POLLING",
-    "QUIET",
-    "SPOILT",
-    "WOKEN",
-    "Counter",
-]
+# The constants live in `_counter_state`; `MISS` is the callers' answer.
+__all__ = ["MISS", "Counter"]
 
 
 class Counter(Blocks):

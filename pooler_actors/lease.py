@@ -55,17 +55,7 @@ class Lease(Generic[K, T]):
         handle: object = None,
         on_lost: Callable[[Lease[Any, Any]], None] | None = None,
     ):
-        self.key = key
-        self.resource = resource
-        self._pool = pool
-        self._rid = rid
-        self._lid = lid
-        self._handle = handle  # the core's record of the resource (hit path)
-        self._out = True  # until the one checkin that counts
-        self._resetting = False  # a checkin runs the pool's `reset` first
-        #: Called with the lease if it is collected while still out (set by
-        #: the pool): a lease dropped without a checkin is not lost for good.
-        self.on_lost = on_lost
+        self._fill(key, resource, pool, rid, lid, handle, on_lost)
 
     @classmethod
     def issue(  # noqa: PLR0917 (positional: a checkout's hot path)
@@ -78,20 +68,35 @@ class Lease(Generic[K, T]):
         handle: object,
         on_lost: Callable[[Lease[Any, Any]], None] | None,
     ) -> Lease[K, T]:
-        """A new lease, as `Lease(...)` makes it (a test holds the two alike),
-        for the pool's counter: positional, without a call to `__init__`
-        (a checkout's hot path: a third cheaper)."""
+        """A new lease, as `Lease(...)` makes it, for the pool's counter:
+        positional and without the type call (a checkout's hot path: a third
+        cheaper)."""
         lease = object.__new__(cls)
-        lease.key = key
-        lease.resource = resource
-        lease._pool = pool
-        lease._rid = rid
-        lease._lid = lid
-        lease._handle = handle
-        lease._out = True
-        lease._resetting = False
-        lease.on_lost = on_lost
+        lease._fill(key, resource, pool, rid, lid, handle, on_lost)
         return lease
+
+    def _fill(  # noqa: PLR0917 (positional: a checkout's hot path)
+        self,
+        key: K,
+        resource: T,
+        pool: object,
+        rid: int,
+        lid: int,
+        handle: object,
+        on_lost: Callable[[Lease[Any, Any]], None] | None,
+    ) -> None:
+        """Every slot of a new lease, for `__init__` and `issue` alike."""
+        self.key = key
+        self.resource = resource
+        self._pool = pool
+        self._rid = rid
+        self._lid = lid
+        self._handle = handle  # the core's record of the resource (hit path)
+        self._out = True  # until the one checkin that counts
+        self._resetting = False  # a checkin runs the pool's `reset` first
+        #: Called with the lease if it is collected while still out (set by
+        #: the pool): a lease dropped without a checkin is not lost for good.
+        self.on_lost = on_lost
 
     def claim_checkin(self, reset: bool = False) -> bool:
         """Whether this is the lease's first checkin (under the pool's counter

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import pykka
 
-from pooler_actors import _counter, _pykka
+from pooler_actors import _counter_state, _pykka
 from pooler_actors import _effects as fx
 from pooler_actors import _messages as im
 from pooler_actors import messages as pm
@@ -167,7 +167,7 @@ class PoolSupervisor(PoolActor):
             wait = _MAX_WAIT if deadline is None else min(deadline - now, _MAX_WAIT)
             polling = counter.polling()  # notes are read every POLL
             if polling:
-                wait = min(wait, _counter.POLL)
+                wait = min(wait, _counter_state.POLL)
             try:
                 envelope = inbox.get(timeout=wait)
             except queue.Empty:

@@ -133,7 +133,7 @@ from pooler_actors._core import (
     PoolCore,
     Resource,
 )
-from pooler_actors._counter import MISS, POLL, QUIET
+from pooler_actors._counter_state import MISS, POLL, QUIET
 from pooler_actors._inventory import ENDED
 from pooler_actors._lifecycle import COUNTED, Phase
 from pooler_actors.errors import AcquireTimeout, PoolClosedError, TooManyWaiters
