@@ -145,7 +145,7 @@ class Placement(Part):
         core = self.core
         slots = core.waiters.slots
         while slots and core.inventory.used < core.cap and core.closing is None:
-            item: Caller | Refill = next(iter(slots.values()))
+            item = self.next_slot(slots)
             del slots[item]
             entry = core.inventory.keys.get(item.key)
             full = entry is not None and self.count(entry) >= self.options.max_per_key
@@ -166,6 +166,28 @@ class Placement(Part):
                     item.in_slots = True
                     core.waiters.first_in_line(item)
                     slots = core.waiters.slots
+
+    def next_slot(
+        self, slots: dict[Caller | Refill, Caller | Refill]
+    ) -> Caller | Refill:
+        """Who gets the slot that freed: the oldest in the slot queue, except
+        that with `max_per_key > 1` a key with nothing open or being made
+        comes before a key that has one already (callers and refills alike).
+
+        The no-thrash rule's second half: a key's second resource costs a
+        factory call and wins only the wait for its first one's checkin,
+        while a key with nothing would otherwise reclaim another key's idle
+        resource for the same slot a moment later. FIFO per key is unchanged
+        (a key's callers are all of one kind); a key that has a resource
+        takes a slot nobody without one is waiting for.
+        """
+        if self.options.max_per_key > 1:
+            keys = self.core.inventory.keys
+            for item in slots.values():
+                entry = keys.get(item.key)
+                if entry is None or not self.count(entry):
+                    return item
+        return next(iter(slots.values()))
 
     def reclaim(self, now: float) -> None:
         """Close least recently used idle resources for callers waiting for a slot."""

@@ -23,9 +23,10 @@ from pooler_actors import _effects as fx
 from pooler_actors import _messages as im
 from pooler_actors import messages as pm
 from pooler_actors._capacity import CapacityDriver
-from pooler_actors._core import NO_KEY, PoolCore
+from pooler_actors._core import PoolCore
 from pooler_actors._events import Events
 from pooler_actors._future import PoolFuture, Replies
+from pooler_actors._part import NO_KEY
 from pooler_actors._ref import Mailbox, PoolActor, PoolRef, live_pools
 from pooler_actors.errors import PoolClosedError
 from pooler_actors.options import PoolOptions
@@ -165,7 +166,7 @@ class PoolSupervisor(PoolActor):
                 self._step(self._core.advance)
                 continue
             wait = _MAX_WAIT if deadline is None else min(deadline - now, _MAX_WAIT)
-            polling = counter.polling()  # notes are read every POLL
+            polling = counter.polling() or self._core.later  # read every POLL
             if polling:
                 wait = min(wait, _counter_state.POLL)
             try:
@@ -248,9 +249,7 @@ class PoolSupervisor(PoolActor):
             reply.try_set(None)
 
     def _notes(self, now: float, *, woken: bool = False, poll: bool = False) -> None:
-        read = self._counter.poll() if poll else self._counter.drain(woken=woken)
-        if any(read):  # notes, hits, blocks' uses, blocks entered
-            self._core.notes(now, *read)
+        self._core.read_notes(now, woken=woken, poll=poll)
 
     def _closed(self, now: float, msg: im.Closed, _reply: object) -> None:
         self._actors.ended(msg.rid, msg.attempt)

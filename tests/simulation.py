@@ -112,13 +112,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pooler_actors import _effects as fx
 from pooler_actors import _health
-from pooler_actors._core import (
+from pooler_actors._core import KeyEntry, PoolCore, Resource
+from pooler_actors._counter_state import (
     ASK,
     BACK,
     BROKEN,
@@ -126,14 +127,13 @@ from pooler_actors._core import (
     HANDOVER,
     HIT,
     IN,
+    MISS,
     OUT,
+    POLL,
+    QUIET,
     SPOILT,
     WOKEN,
-    KeyEntry,
-    PoolCore,
-    Resource,
 )
-from pooler_actors._counter_state import MISS, POLL, QUIET
 from pooler_actors._inventory import ENDED
 from pooler_actors._lifecycle import COUNTED, Phase
 from pooler_actors.errors import AcquireTimeout, PoolClosedError, TooManyWaiters
@@ -688,6 +688,7 @@ class Sim:
         self._grants: list[tuple[int, int]] = []  # (cid, rid) to new requests
         self._replied: set[int] = set()
         self._created_keys: set[Hashable] = set()
+        self._created_rids: set[int] = set()
         self._reclaimed_before = 0
         self._dirty_ok = False  # a reclaim left dirty keys, not yet served
         self.wake_lost = False  # an interrupt may have skipped a wake
@@ -711,6 +712,8 @@ class Sim:
         self.handing: set[int] = set()
         self.direct: list[Req] = []  # checkouts that queued themselves
         self.unread: set[int] = set()  # ... whose ASK note is not read yet
+        self.reads = 0  # the core's reads of the notes (`_read_notes`)
+        self.put_off: dict[int, int] = {}  # cid -> the read that drained its ASK
         self._asks: list[Req] = []  # their ASK notes read in this event
         # A resource that retires, even for a moment within one event (its
         # holder's checkin lands in the same event), is retiring since then;
@@ -726,9 +729,19 @@ class Sim:
         # Every batch of notes the core reads (a `Notes` message's, or those a
         # checkin by message drains first) passes through `_counted`.
         notes = type(self.core).notes
-        self.core.notes = lambda now, items, *rest: notes(  # type: ignore[method-assign]
-            self.core, now, self._counted(items), *rest
+        self.core.notes = lambda now, items, *rest, **kw: notes(  # type: ignore[method-assign]
+            self.core, now, self._counted(items), *rest, **kw
         )
+        # A self-queued checkout counts when the core reads its `ASK`: at
+        # once, or at the step after a poll put it off (`PoolCore.later`).
+        asked = type(self.core)._asked
+
+        def _asked(now: float, note: tuple[Any, ...]) -> None:
+            self.put_off.pop(note[2], None)
+            self._ask_read(note)
+            asked(self.core, now, note)
+
+        self.core._asked = _asked  # type: ignore[method-assign]
 
     @staticmethod
     def _options(rng: random.Random, calm: bool) -> PoolOptions:
@@ -918,7 +931,14 @@ class Sim:
                 break
             self.step += 1
             if not self._collect(every=True):
-                if not (self.inbox or pub.notes or pub.hits or pub.used or pub.entered):
+                if not (
+                    self.inbox
+                    or pub.notes
+                    or pub.hits
+                    or pub.used
+                    or pub.entered
+                    or self.core.later
+                ):
                     break
                 if not self._deliver():
                     self._feed("poll", self._poll_event)
@@ -1007,6 +1027,7 @@ class Sim:
         self._grants = []
         self._replied = set()
         self._created_keys = set()
+        self._created_rids = set()
         self._asks = []
         self.in_event = True
         try:
@@ -1090,7 +1111,7 @@ class Sim:
             return True
         pub = self.pub
         if not self.inbox:
-            if pub.noted == QUIET:
+            if pub.noted == QUIET and not core.later:
                 return False  # the supervisor sleeps until a message comes
             deadline = core.next_deadline()  # it waits POLL for a message
             wait = POLL if deadline is None else min(POLL, deadline - self.now)
@@ -1098,10 +1119,10 @@ class Sim:
             self._note(f"poll ({len(pub.notes)} notes, {len(pub.hits)} hits)")
             self._feed("poll", self._poll_event)
             return True
-        if pub.notes or pub.hits:
+        if pub.notes or pub.hits or core.later:
             # The supervisor reads the notes before each message: a caller's
             # notes precede its later messages (a checkout that queued
-            # itself is read before its withdrawal).
+            # itself is read before its withdrawal, even one a poll put off).
             self._note("notes before a message")
             self._feed("notes", self._drain_event)
             return True
@@ -1673,6 +1694,7 @@ class Sim:
         self.actors.append(actor)
         if attempt == 0 and fleet is None:
             self._created_keys.add(key)
+            self._created_rids.add(rid)
 
     def _on_close(self, rid: int) -> None:
         self._note(f"  -> Close rid={rid}")
@@ -1746,6 +1768,7 @@ class Sim:
             raise Violation(f"ReserveSlot for resource {rid} twice")
         fleet.pending.append(rid)
         self._created_keys.add(self.core.resources[rid].key)
+        self._created_rids.add(rid)
 
     def _on_slot_back(self, rid: int, *, cancel: bool) -> None:
         """CancelSlot (a reservation, or the slot granted meanwhile) or ReturnSlot."""
@@ -2453,19 +2476,31 @@ class Sim:
 
     def _drain_event(self, now: float) -> None:
         """The supervisor reads the notes before a message (no wake-up)."""
-        self.core.notes(now, *self.counter.drain())
-        self._doorbell()
+        self._read_notes(now)
 
     def _notes_event(self, now: float) -> None:
         """The supervisor handles a `Notes` message: it polls from now on, and
         feeds the notes to the core."""
-        self.core.notes(now, *self.counter.drain(woken=True))
-        self._doorbell()
+        self._read_notes(now, woken=True)
 
     def _poll_event(self, now: float) -> None:
         """The supervisor's mailbox stayed empty for `POLL` while it polls."""
-        self.core.notes(now, *self.counter.poll())
+        self._read_notes(now, poll=True)
+
+    def _read_notes(self, now: float, **kw: bool) -> None:
+        """The core reads the notes; a self-queued checkout's `ASK` it puts
+        off (`PoolCore.later`) is read at the next read, whatever it is."""
+        self.reads += 1
+        self.core.read_notes(now, **kw)
         self._doorbell()
+        if self.core.later:
+            self._seen("a self-queued checkout's ASK put off to the next step")
+        for cid, at in self.put_off.items():
+            if at < self.reads:
+                raise Violation(
+                    f"the ASK of cid {cid}, put off at read {at}, is still "
+                    f"unread after read {self.reads}"
+                )
 
     def _doorbell(self) -> None:
         if self.pub.noted != WOKEN:
@@ -2479,8 +2514,8 @@ class Sim:
                 self.counts["broken"] += 1
             elif note[0] == GIVEN:
                 self.handing.discard(note[4])
-            elif note[0] == ASK:
-                self._ask_read(note)
+            elif note[0] == ASK:  # read now, or put off to the next read
+                self.put_off.setdefault(note[2], self.reads)
             yield note
 
     # What the counter's notes tell the model (see `SimNotes`).
@@ -2792,11 +2827,60 @@ class Sim:
     def _check_slot_order(self) -> None:
         """A slot went to a caller while an older one, still waiting for a slot,
         was passed over (a key with an older item earlier in line is excused:
-        its creation may have been joined by a later caller of the key)."""
+        its creation may have been joined by a later caller of the key).
+
+        With `max_per_key > 1`, keys with nothing open or being made come
+        first (`Placement.next_slot`): the order holds within each of the two
+        lines, and a key that has a resource gets a slot only while no key
+        with nothing waits for one."""
         if not self._created_keys:
             return
         before, now_in = self._pre["slots"], self.core.waiters.slots
-        oldest = next((i for i in before if i in now_in and not _is_refill(i)), None)
+        if self.opts.max_per_key == 1:
+            self._check_line(before, now_in)
+            return
+        bare = {i.key for i in before if self._bare(i.key)}
+        first = [i for i in before if i.key in bare]
+        second = [i for i in before if i.key not in bare]
+        created = self._created_keys
+        # A key with nothing that got a creation has one now: its callers
+        # still in line wait as a key that has one (after the keys with none).
+        self._check_line(first, now_in, skip=created)
+        self._check_line(second, now_in)
+        waits = [i for i in first if i in now_in and i.key not in created]
+        got = [i for i in second if i not in now_in and i.key in created]
+        if waits and got:
+            raise Violation(
+                f"slot order: a slot went to {got[0].key!r}, which has a resource,"
+                f" while {waits[0].key!r}, which has none, waits for one"
+            )
+
+    def _bare(self, key: Hashable) -> bool:
+        """Whether `key` had nothing open or being made when this step's
+        slots were handed out: all it has now was created in the step."""
+        entry = self.core.keys.get(key)
+        if entry is None:
+            return True
+        return all(
+            r.rid in self._created_rids
+            for r in entry.resources
+            if not any(old.mapped for old in r.replaces)
+        )
+
+    def _check_line(
+        self,
+        before: list[Any],
+        now_in: dict[Any, Any],
+        skip: Collection[Hashable] = (),
+    ) -> None:
+        oldest = next(
+            (
+                i
+                for i in before
+                if i in now_in and not _is_refill(i) and i.key not in skip
+            ),
+            None,
+        )
         if oldest is None:
             return
         pos = before.index(oldest)

@@ -15,8 +15,9 @@ from core_kit import make_core as _core
 from core_kit import take as _take
 
 from pooler_actors import _effects as fx
-from pooler_actors._core import IN, WOKEN, PoolCore, Resource
+from pooler_actors._core import PoolCore, Resource
 from pooler_actors._counter import MISS
+from pooler_actors._counter_state import IN, WOKEN
 from pooler_actors._timers import Timers
 from pooler_actors.lease import Lease
 

@@ -31,7 +31,7 @@ from pooler_actors import (
     Pool,
     PoolClosedError,
 )
-from pooler_actors._core import ASK
+from pooler_actors._counter_state import ASK
 
 T = TypeVar("T")
 

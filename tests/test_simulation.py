@@ -22,9 +22,10 @@ import pytest
 import simulation
 from simulation import SimResult, run_seed, run_seeds
 
-from pooler_actors._core import IN, KeyEntry, PoolCore, Resource
+from pooler_actors._core import KeyEntry, PoolCore, Resource
 from pooler_actors._counter import Counter
 from pooler_actors._counter_blocks import Block, Blocks
+from pooler_actors._counter_state import IN
 from pooler_actors._effects import Reply
 from pooler_actors._health import Health
 from pooler_actors._inventory import Inventory
@@ -188,8 +189,8 @@ def test_the_simulation_catches_a_checkin_back_in_the_idle_list_unnoted(
     puts its resource back in the idle list without its note."""
     checkin = Counter._checkin
 
-    def unnoted(self: Counter, lease: Any, broken: bool) -> bool:
-        ring = checkin(self, lease, broken)
+    def unnoted(self: Counter, lease: Any, broken: bool, answer: list[Any]) -> bool:
+        ring = checkin(self, lease, broken, answer)
         if self.notes and self.notes[-1][0] == IN and self.notes[-1][2] is lease:
             deque.pop(self.notes)  # the note is lost (the model saw it go in)
         return ring
@@ -607,3 +608,55 @@ def test_a_failing_seed_is_reported_with_its_replay(
     assert any(line.startswith("  step ") for line in out)
     steps = int(out[0].split("step=")[1].split(":")[0])
     assert out[-1] == f"{steps} steps, 1 seeds, 1 violations"
+
+
+def test_the_simulation_catches_a_slot_given_to_a_key_that_has_a_resource(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The no-thrash rule with `max_per_key > 1`: a slot that frees goes to a
+    key with nothing open before a key that has a resource. Here it goes to
+    the oldest in line whatever its key has (plain FIFO across keys)."""
+
+    def next_slot(self: Placement, slots: dict[Any, Any]) -> Any:
+        return next(iter(slots.values()))
+
+    monkeypatch.setattr(Placement, "next_slot", next_slot)
+    found = _first_violation(range(300))
+    assert "which has a resource" in str(found.violation)
+
+
+def test_the_simulation_catches_a_put_off_checkout_never_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A self-queued checkout a poll put off (`PoolCore.later`) is read at the
+    next step; here the core forgets it (a checkin may still serve it, but
+    nobody else ever will, and the core never counts it)."""
+    original = PoolCore.read_notes
+
+    def read_notes(self: PoolCore, now: float, **kw: bool) -> None:
+        original(self, now, **kw)
+        self.later.clear()
+
+    monkeypatch.setattr(PoolCore, "read_notes", read_notes)
+    found = _first_violation(SEARCH_SEEDS)
+    assert "still unread" in str(found.violation)
+
+
+def test_the_simulation_catches_a_checkout_put_off_again_and_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A put-off checkout is read at the next step whatever that step is;
+    here each poll puts it off again while it is queued (its note goes back
+    to the counter), so a key whose resource breaks is never made again for
+    it."""
+    original = PoolCore.read_notes
+
+    def read_notes(self: PoolCore, now: float, **kw: bool) -> None:
+        if kw and self.later:
+            later, self.later = self.later, []
+            self.published.notes.extendleft(reversed(later))
+        original(self, now, **kw)
+
+    monkeypatch.setattr(PoolCore, "read_notes", read_notes)
+    found = _first_violation(range(300))
+    assert "still unread" in str(found.violation)
