@@ -360,9 +360,9 @@ class PoolCore:
         `res` left to the core).
         `(BACK, res)`: a checkout found `res` retired and left it unused.
         `(GIVEN, res, lease, given, cid)`: `lease` was checked in, and `res`
-        handed on to queued caller `cid` as `given` (rule 9).
+        handed on to queued caller `cid` as `given` (`Counter._hand_on`).
         `(ASK, key, cid, since, timeout, context, queue)`: a checkout of `key`
-        queued itself in `queue` as `cid` (rule 10).
+        queued itself in `queue` as `cid` (`Counter.enqueue`).
         `hits`: keys of `acquire()` hits noted without a context.
         `used`, `entered`, `(SPOILT, res, lid, reason)`: the block path's
         (`_counter_blocks`): resources blocks left, how many entered, a
@@ -473,7 +473,7 @@ class PoolCore:
     def _given(
         self, now: float, res: Resource, lease: Lease[Any, Any], given: Any, cid: int
     ) -> None:
-        """A checkin handed `res` straight to queued caller `cid` (rule 9):
+        """A checkin handed `res` straight to queued caller `cid`:
         one holder for another, and the caller answered."""
         self.n["checkouts"] += 1
         self.handed.append(cid)
@@ -510,7 +510,7 @@ class PoolCore:
         )
 
     def _asked(self, now: float, note: tuple[Any, ...]) -> None:
-        """A checkout that queued itself on the hit path (rule 10): the core
+        """A checkout that queued itself at the counter (`Counter.enqueue`): the core
         takes its number back and reads it as a `Checkout` asked at `since`;
         if a checkin took the number first, its caller is served there (a
         `GIVEN` note follows) or gave up (its withdrawal follows)."""

@@ -129,10 +129,11 @@ class PoolFuture(pykka.Future[T]):
         at once; `False` if settled, withdrawn or claimed already.
 
         A checkin on the hit path hands its resource straight to a caller
-        queued for the key this way (see `_fastpath`, rule 9): it claims the
-        caller's future, notes the hand-over for the supervisor, then fulfils
-        it, so the caller's later notes follow that one. A withdrawal fails
-        meanwhile; the caller then waits for the value, a moment away.
+        queued for the key this way (`Counter._hand_on`): it claims the
+        caller's future and notes the hand-over for the supervisor under the
+        counter's lock, then fulfils it once the lock is released, so the
+        caller's later notes follow that one. A withdrawal fails meanwhile;
+        the caller then waits for the value, a moment away.
         """
         with self._guard:
             if self._state != _PENDING:
@@ -289,7 +290,7 @@ class Replies(dict[int, tuple[PoolFuture[Any], bool]]):
         self, withdraw: Callable[[PoolFuture[Any]], None]
     ) -> tuple[int, PoolFuture[Any]]:
         """`Published.register`: a new request number and its reply future,
-        for a checkout that queues itself in its own thread (rule 10); the
+        for a checkout that queues itself in its own thread (`Counter.enqueue`); the
         future calls `withdraw(future)` when its caller gives up."""
         future: PoolFuture[Any] = PoolFuture()
         future.cid = cid = next(self.cids)

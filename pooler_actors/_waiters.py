@@ -3,7 +3,7 @@
 Part of the pure core (see [_core][pooler_actors._core]). It owns `callers`
 (every request not answered yet, by `cid`), each key's FIFO of waiting
 callers (`KeyEntry.waiters`, and the numbers in `KeyEntry.queue` a checkin
-may hand on to, rule 9 of [_fastpath][pooler_actors._fastpath]), the slot
+may hand on to at the counter: `Counter._hand_on`), the slot
 queue (`slots`: callers, and refreshes at the cap, waiting for a free slot,
 oldest first), each caller's `deadline` timer, the count of queued callers
 (`queued`) and the wait statistics (`wait_duration`, `max_wait`). It also
@@ -52,7 +52,7 @@ class Caller:
     joined: Resource | None = None  # the creation it waits for
     timer: int | None = None
     handoff: bool = False  # its cid is in `Published.queue`: a checkin may serve it
-    taken: bool = False  # a checkin on the hit path took it (rule 9)
+    taken: bool = False  # a checkin at the counter took it (`Counter._hand_on`)
     answered: float = -1.0  # when a grant was sent
 
 
@@ -242,7 +242,7 @@ class Waiters(Part):
 
     def take_waiter(self, caller: Caller) -> bool:
         """Take queued `caller` out of the hit path's reach before the core
-        serves, joins or fails it (rule 9); `False` if a checkin took it
+        serves, joins or fails it (`Counter._hand_on`); `False` if a checkin took it
         first: it leaves the queue, and its `GIVEN` note (or its withdrawal)
         is on its way."""
         if caller.taken:
@@ -371,7 +371,7 @@ class Waiters(Part):
             self.effects.append(Fail(caller.cid, error))
 
     def forget_all(self) -> None:
-        """The pool has stopped: callers left were taken by checkins (rule 9),
+        """The pool has stopped: callers left were taken by checkins at the counter,
         served or gone; their notes and withdrawals are not read any more."""
         for caller in self.callers.values():
             self.timers.cancel(caller.timer)
