@@ -42,7 +42,6 @@ finish a shutdown once nothing counts any more.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Hashable, Iterable
-from math import inf as _INF
 from typing import Any
 
 from pooler_actors._counter import Counter as Published
@@ -484,6 +483,10 @@ class PoolCore:
             if self.debug:
                 self._checked_in(now, res, lease, since, False)
                 self._log("debug", "pool.lease.checkout", res.key, lease=given.lid)
+        ask = self.waiters.taken.pop(cid, None)
+        if ask is not None:  # it queued itself, and its ASK note was read
+            self.waiters.served_at_counter(now, ask)
+            return
         caller = self.callers.pop(cid, None)
         if caller is None:  # it queued itself, and its ASK note comes next
             self._early.add(cid)
@@ -518,13 +521,11 @@ class PoolCore:
         if cid not in queue:  # a checkin took it
             self.n["acquires"] += 1
             self.n["waits"] += 1
-            caller = Caller(cid, key, True, since, _INF, timeout, context, queued=True)
-            caller.taken = True
             if cid in self._early:  # its GIVEN note came first: it is served
                 self._early.discard(cid)
-                self._waited(now, caller)
-            else:
-                self.callers[cid] = caller
+                self.waiters.served_at_counter(now, note)
+            else:  # no `Caller` unless it gave up (a third of this read's cost)
+                self.waiters.taken[cid] = note
             return
         # Notes read before it may have freed room for callers queued before
         # it: they are served first, as between two messages.

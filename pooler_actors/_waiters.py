@@ -69,6 +69,10 @@ class Waiters(Part):
         self.max_wait = 0.0
         self.gave_up: dict[int, Caller] = {}  # granted, then found withdrawn
         self.early: set[int] = set()  # served by a checkin before its ASK note
+        #: The `ASK` notes of self-queued checkouts a checkin took before the
+        #: core read them: its `GIVEN` note follows, or its withdrawal (a
+        #: `Caller` is made then: `self_queued`).
+        self.taken: dict[int, tuple[Any, ...]] = {}
 
     def handlers(self) -> dict[str, Callable[[float, int], None]]:
         """The kinds of core timer this part handles, and how."""
@@ -184,8 +188,10 @@ class Waiters(Part):
         caller = self.callers.pop(cid, None)
         if caller is None:
             caller = self.gave_up.pop(cid, None)
-            if caller is None:
-                return  # answered already: the reply won the race
+        if caller is None and cid in self.taken:  # a checkin skipped it
+            caller = self_queued(self.taken.pop(cid))
+        if caller is None:
+            return  # answered already: the reply won the race
         if now >= caller.deadline:  # its deadline, kept in its own thread
             self.time_out(now, caller)
         else:
@@ -376,6 +382,25 @@ class Waiters(Part):
         for caller in self.callers.values():
             self.timers.cancel(caller.timer)
         self.callers.clear()
+        self.taken.clear()
+
+    def served_at_counter(self, now: float, ask: tuple[Any, ...]) -> None:
+        """A checkin handed a resource to the self-queued checkout of `ask`
+        (its `ASK` note): its wait counts, as `served` counts a caller's."""
+        _, key, _cid, since, _timeout, context, _queue = ask
+        waited = now - since
+        self.wait_duration += waited
+        self.max_wait = max(self.max_wait, waited)
+        if self.core.debug:
+            self.core.log("debug", "pool.acquire.granted", key, context, wait_s=waited)
+
+
+def self_queued(ask: tuple[Any, ...]) -> Caller:
+    """The caller of a self-queued checkout's `ASK` note that a checkin took."""
+    _, key, cid, since, timeout, context, _queue = ask
+    caller = Caller(cid, key, True, since, _INF, timeout, context, queued=True)
+    caller.taken = True
+    return caller
 
 
 def _acquire_needs_lease(options: PoolOptions) -> TypeError:

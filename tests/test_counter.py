@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 from pooler_actors import AcquireTimeout, AsyncPool, Pool, PoolClosedError
 from pooler_actors import _effects as fx
 from pooler_actors._core import PoolCore
+from pooler_actors._counter import MISS
 from pooler_actors._future import Replies
 from pooler_actors.messages import Checkout, GetStats, check_timeout
 
@@ -278,6 +279,63 @@ def test_self_queued_checkouts_are_served_in_the_order_they_queued() -> None:
     core.notes(5.0, *counter.drain())
     stats = core.snapshot()
     assert (stats.holders, stats.wait_count, stats.checkouts) == (1, 0, 3)
+
+
+def _held_core() -> tuple[PoolCore, Replies, Any]:
+    """An exclusive core whose one resource of "k" is held: its lease."""
+    core = make_core(max_open_resources=1, max_holders=1)
+    counter = core.published
+    replies = Replies()
+    counter.claim = replies.claim
+    counter.register = lambda: replies.register(lambda future: None)  # no shell
+    core.acquire(0.0, next(replies.cids), "k", None, {}, hold=True)
+    (start,) = take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    (reply,) = take(core, fx.Reply)
+    return core, replies, reply.value
+
+
+def test_a_poll_puts_off_a_self_queued_checkout_to_the_next_read() -> None:
+    """A poll reads the `ASK` of a checkout still queued at the next read
+    (`PoolCore.later`), whatever that read is; one a checkin served in the
+    meantime costs no `Caller`, and its wait counts."""
+    core, _replies, held = _held_core()
+    counter = core.published
+    first = counter.enqueue("k", 5.0, 1.0)
+    core.read_notes(2.0, poll=True)
+    assert [note[2] for note in core.later] == [first.cid]
+    assert first.cid not in core.callers  # not read yet
+    assert counter.checkin(held, False)  # served at the counter
+    core.read_notes(3.0, poll=True)  # the put-off note, then the GIVEN note
+    assert core.later == [] and core.callers == {} and core.waiters.taken == {}
+    stats = core.snapshot()
+    assert (stats.waits, stats.wait_duration, stats.holders) == (1, 2.0, 1)
+    # One still queued at the next read is read then, as a queued caller.
+    second = counter.enqueue("k", 5.0, 4.0)
+    core.read_notes(4.5, woken=True)
+    assert core.later and second.cid not in core.callers
+    core.read_notes(5.0)  # before a message: nothing is put off
+    assert core.later == [] and core.callers[second.cid].waiting
+    assert core.snapshot().wait_count == 1
+
+
+def test_a_checkout_a_checkin_skipped_before_its_note_was_read_is_withdrawn() -> None:
+    """A self-queued checkout that gave up: a checkin skips it (its number
+    leaves the queue) before the core reads its `ASK`, which the core keeps
+    (`Waiters.taken`) until the withdrawal comes; then it counts once, as
+    withdrawn, and nothing of it is left."""
+    core, _replies, held = _held_core()
+    counter = core.published
+    future = counter.enqueue("k", 5.0, 1.0)
+    assert future.withdraw(KeyboardInterrupt())
+    assert counter.checkin(held, False)  # nobody to hand on to: idle again
+    core.read_notes(2.0)
+    assert core.waiters.taken.keys() == {future.cid}
+    core.give_up(2.5, future.cid)  # its withdrawal message
+    assert core.waiters.taken == {} and core.callers == {}
+    stats = core.snapshot()
+    assert (stats.timeouts, stats.waits, stats.wait_count) == (1, 1, 0)
+    assert counter.take("k") is not MISS  # the key serves
 
 
 class _Bug(Exception):
