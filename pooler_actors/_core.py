@@ -131,7 +131,8 @@ class PoolCore:
         self.keys = inv.keys  # the parts' own maps, read here and by tests
         self.resources = inv.resources
         self.callers = w.callers
-        self._early = w.early
+        self._early, self._taken = w.early, w.taken
+        self._served_at_counter = w.served_at_counter
         # Events a part answers by itself.
         self.acquire, self.give_up = w.acquire, w.give_up
         self.undelivered = w.undelivered
@@ -477,15 +478,16 @@ class PoolCore:
         self.n["checkouts"] += 1
         self.handed.append(cid)
         res.last_used = now
-        since = res.leases.pop(lease.lid, None)
+        leases = res.leases
+        since = leases.pop(lease.lid, None)
         if since is not None:  # else voided by a drain timeout: so is `given`
-            res.leases[given.lid] = now
-            if self.debug:
+            leases[given.lid] = now
+            if self._debug:
                 self._checked_in(now, res, lease, since, False)
                 self._log("debug", "pool.lease.checkout", res.key, lease=given.lid)
-        ask = self.waiters.taken.pop(cid, None)
+        ask = self._taken.pop(cid, None)
         if ask is not None:  # it queued itself, and its ASK note was read
-            self.waiters.served_at_counter(now, ask)
+            self._served_at_counter(now, ask)
             return
         caller = self.callers.pop(cid, None)
         if caller is None:  # it queued itself, and its ASK note comes next
@@ -523,9 +525,9 @@ class PoolCore:
             self.n["waits"] += 1
             if cid in self._early:  # its GIVEN note came first: it is served
                 self._early.discard(cid)
-                self.waiters.served_at_counter(now, note)
+                self._served_at_counter(now, note)
             else:  # no `Caller` unless it gave up (a third of this read's cost)
-                self.waiters.taken[cid] = note
+                self._taken[cid] = note
             return
         # Notes read before it may have freed room for callers queued before
         # it: they are served first, as between two messages.
