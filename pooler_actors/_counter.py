@@ -49,7 +49,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Hashable
-from functools import partial
 from typing import Any
 
 from pooler_actors._counter_blocks import Blocks
@@ -148,7 +147,7 @@ class Counter(Blocks):
         lease = self.lease(key, res)
         note = (OUT, res, context, lease)
         try:
-            _together(idle.pop, partial(self.notes.append, note))
+            _together(idle.remove, res, self.notes.append, note)  # (`res` is last)
         except BaseException:  # interrupted: as if it never came
             self._unnote(note)
             if res not in idle:
@@ -163,9 +162,7 @@ class Counter(Blocks):
         lease = self.lease(key, res)
         note = (OUT, res, context, lease)
         try:
-            _together(
-                partial(res.tokens.append, lease.lid), partial(self.notes.append, note)
-            )
+            _together(res.tokens.append, lease.lid, self.notes.append, note)
         except BaseException:  # interrupted: as if it never came
             self._unnote(note)
             if lease.lid in res.tokens:
@@ -203,7 +200,7 @@ class Counter(Blocks):
             urgent = any(not r.retired for r in idle) if idle else False
             note = (ASK, key, cid, since, timeout, context, queue)
             try:
-                _together(partial(queue.append, cid), partial(self.notes.append, note))
+                _together(queue.append, cid, self.notes.append, note)
             except BaseException as error:  # interrupted: as if it never came
                 self._unnote(note)
                 if cid in queue:
@@ -322,11 +319,7 @@ class Counter(Blocks):
             note = (BROKEN if broken else IN, res, lease)
             # Someone waits on it: a holder place, a close, a reclaim.
             urgent = broken or res.retired or key in self.waiting or self.starved
-            also = (
-                [partial(res.tokens.remove, lease.lid)]
-                if lease.lid in res.tokens
-                else []
-            )
+            also = (res.tokens.remove, lease.lid) if lease.lid in res.tokens else ()
             try:
                 return self._add(self.notes, note, urgent, *also)
             finally:  # its token goes with its note (interrupted or not)
@@ -352,8 +345,8 @@ class Counter(Blocks):
         if key in self.waiting:  # queued in the core: it serves them
             return self._post((HANDOVER, res, lease), True)
         try:
-            back = partial(res.home.append, res)
-            return self._add(self.notes, (IN, res, lease), self.starved, back)
+            note = (IN, res, lease)
+            return self._add(self.notes, note, self.starved, res.home.append, res)
         finally:  # idle again with its note (interrupted or not)
             if self._noted(lease) and res not in res.home:
                 res.home.append(res)
@@ -391,15 +384,14 @@ class Counter(Blocks):
         """Append `note` and ring: whether this caller must wake the supervisor."""
         return self._add(self.notes, note, urgent)
 
-    def _add(
-        self, items: deque[Any], item: Any, urgent: bool, *also: Callable[[], Any]
-    ) -> bool:
-        """Append `item` (and do `also`, at once) and ring; interrupted past
-        the append, it wakes the supervisor itself if it rang."""
+    def _add(self, items: deque[Any], item: Any, urgent: bool, *also: Any) -> bool:
+        """Append `item` (and call `also`, a built-in and its argument, at
+        once) and ring; interrupted past the append, it wakes the supervisor
+        itself if it rang."""
         before, was = len(items), self.noted
         try:
             if also:
-                _together(partial(items.append, item), *also)
+                _together(items.append, item, *also)
             else:
                 items.append(item)
             return self._ring(urgent)

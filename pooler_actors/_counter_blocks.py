@@ -38,7 +38,6 @@ the core), `LeaseBlock` checks a lease out as `Pool.checkout` does.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from functools import partial
 from typing import Any, Protocol
 
 from pooler_actors._counter_state import (
@@ -140,7 +139,7 @@ class Blocks(_State):
         at once (interrupted past the note, its id goes all the same)."""
         blocks, note = res.blocks, (SPOILT, res, lid, reason)
         try:
-            _together(partial(self.notes.append, note), partial(blocks.pop, lid))
+            _together(self.notes.append, note, blocks.pop, lid)
         finally:
             if lid in blocks and self.notes and self.notes[-1] is note:
                 del blocks[lid]

@@ -60,11 +60,14 @@ SPOILT = "spoilt"  # a block left its resource broken (`_counter_blocks`)
 Drained = tuple[list[tuple[Any, ...]], list[Any], list[Any], int]
 
 
-def _together(*calls: Callable[[], Any]) -> None:
-    """Make `calls` (built-ins in `partial`s) with no bytecode between them:
-    an interrupt lands before or after them all (callers still undo a
-    partial step: the simulation's calls are not built-in)."""
-    deque(map(operator.call, calls), 0)
+def _together(
+    first: Callable[[Any], Any], x: Any, then: Callable[[Any], Any], y: Any
+) -> None:
+    """`first(x)` and `then(y)` (built-ins) with no bytecode between them: an
+    interrupt lands before or after both (callers still undo a partial step:
+    the simulation's calls are not built-in). Called as `map` calls them, in
+    C, without a `partial` each: a lease cycle makes two of these."""
+    deque(map(operator.call, (first, then), (x, y)), 0)
 
 
 def _nobody(_cid: int) -> None:
