@@ -127,6 +127,29 @@ def test_a_slot_taken_by_an_older_waiter_of_the_key_keeps_its_owner_in_line() ->
     assert core.snapshot().wait_count == 0
 
 
+def test_with_two_per_key_a_freed_slot_goes_to_a_key_with_nothing_first() -> None:
+    """Issue 20's no-thrash rule, second half (`Placement.next_slot`): with
+    `max_per_key > 1`, a slot that frees goes to a caller whose key has
+    nothing open or being made before an older caller whose key has one."""
+    core = _core(max_open_resources=2, max_holders=1, max_per_key=2, create_retries=0)
+    starts: list[fx.Start] = []
+
+    def checkout(cid: int, key: str) -> None:
+        core.acquire(0.0, cid, key, None, {}, hold=True)
+        starts.extend(_take(core, fx.Start))
+
+    checkout(1, "a")  # Ra, being made for 1
+    checkout(2, "c")  # Rc: the cap is reached
+    rc = starts[1].rid
+    checkout(3, "a")  # "a" has one: 3 waits for a slot (or Ra's checkin)
+    checkout(4, "b")  # "b" has nothing: 4 waits for a slot, behind 3
+    assert [c.cid for c in core.waiters.slots] == [3, 4]
+    starts.clear()
+    core.failed(1.0, rc, 0, RuntimeError("down"))  # one slot frees
+    assert [s.key for s in starts + _take(core, fx.Start)] == ["b"]
+    assert [c.cid for c in core.waiters.slots] == [3]  # next in line
+
+
 class Capacity:
     """A fleet-wide capacity as the options check it (the core never calls it)."""
 
