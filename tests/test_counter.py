@@ -240,6 +240,20 @@ def test_a_lease_held_too_long_is_logged_once_with_where_it_was_taken() -> None:
         assert len(held()) == 1  # once per lease
 
 
+def _held_core() -> tuple[PoolCore, Replies, Any]:
+    """An exclusive core whose one resource of "k" is held: its lease."""
+    core = make_core(max_open_resources=1, max_holders=1)
+    counter = core.published
+    replies = Replies()
+    counter.claim = replies.claim
+    counter.register = lambda: replies.register(lambda future: None)  # no shell
+    core.acquire(0.0, next(replies.cids), "k", None, {}, hold=True)
+    (start,) = take(core, fx.Start)
+    core.ready(0.0, start.rid, start.attempt, Res())
+    (reply,) = take(core, fx.Reply)
+    return core, replies, reply.value
+
+
 def test_self_queued_checkouts_are_served_in_the_order_they_queued() -> None:
     """Finding 5: FIFO per key inverted for checkouts that queued themselves
     (served 2, 1). On the old code nothing was locked: the supervisor took
@@ -254,16 +268,8 @@ def test_self_queued_checkouts_are_served_in_the_order_they_queued() -> None:
     core's handling of them is what the counter's lock now rules out in the
     shell, so the pure core and its counter are driven by hand, with the
     shell's own reply futures (`Replies`), through exactly that schedule."""
-    core = make_core(max_open_resources=1, max_holders=1)
+    core, _replies, held = _held_core()  # the key's only resource, held
     counter = core.published
-    replies = Replies()
-    counter.claim = replies.claim
-    counter.register = lambda: replies.register(lambda future: None)  # no shell
-    core.acquire(0.0, next(replies.cids), "k", None, {}, hold=True)
-    (start,) = take(core, fx.Start)
-    core.ready(0.0, start.rid, start.attempt, Res())
-    (reply,) = take(core, fx.Reply)
-    held = reply.value  # the key's only resource, held
     first = counter.enqueue("k", 5.0, 1.0)  # queues itself: number and note
     read = counter.drain()  # the supervisor takes 1's note...
     second = counter.enqueue("k", 5.0, 2.0)  # ...2 queues itself behind 1...
@@ -279,20 +285,6 @@ def test_self_queued_checkouts_are_served_in_the_order_they_queued() -> None:
     core.notes(5.0, *counter.drain())
     stats = core.snapshot()
     assert (stats.holders, stats.wait_count, stats.checkouts) == (1, 0, 3)
-
-
-def _held_core() -> tuple[PoolCore, Replies, Any]:
-    """An exclusive core whose one resource of "k" is held: its lease."""
-    core = make_core(max_open_resources=1, max_holders=1)
-    counter = core.published
-    replies = Replies()
-    counter.claim = replies.claim
-    counter.register = lambda: replies.register(lambda future: None)  # no shell
-    core.acquire(0.0, next(replies.cids), "k", None, {}, hold=True)
-    (start,) = take(core, fx.Start)
-    core.ready(0.0, start.rid, start.attempt, Res())
-    (reply,) = take(core, fx.Reply)
-    return core, replies, reply.value
 
 
 def test_a_poll_puts_off_a_self_queued_checkout_to_the_next_read() -> None:
