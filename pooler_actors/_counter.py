@@ -278,10 +278,12 @@ class Counter(Blocks):
                         lease.unclaim_checkin(reset)
                     raise
         finally:
-            if answer:  # claimed under the lock, answered once it is released
-                answer[0](answer[1])
-            if ring:
-                self.wake()
+            try:
+                if answer:  # claimed under the lock, answered once it is released
+                    answer[0](answer[1])
+            finally:  # (an interrupt inside the answer: the wake is still due)
+                if ring:
+                    self.wake()
         return True
 
     def lost(
