@@ -831,6 +831,8 @@ class Sim:
 
     def _random_step(self) -> None:
         x = self.rng.random() * 100
+        if x < 50 and self._serve_unread_ask():  # (a rare moment: taken often)
+            return
         if x < 10:
             self._client()
         elif not (
@@ -843,6 +845,34 @@ class Sim:
             or (49.9 <= x < 51 and self._collect())
         ):
             self._progress()
+
+    def _serve_unread_ask(self) -> bool:
+        """A caller checks in a lease of a key whose self-queued checkout's
+        `ASK` the core has not read yet, and runs its checkin at once: the
+        core then reads a checkout a checkin served (or skipped, if it gave
+        up) before it reads the checkout itself (`Waiters.taken`)."""
+        asks = [n for n in self.pub.notes if isinstance(n, tuple) and n[0] == ASK]
+        unread = {n[1] for n in asks}
+        wanted = [h for h in self.held if not h.forget and h.lease.key in unread]
+        idle = [s for s in self.strands if not s.busy and not self._blocked(s)]
+        if not wanted or not idle:
+            return False
+        held = self.rng.choice(wanted)
+        if self.rng.random() < 0.3:  # its caller gives up first: skipped
+            for note in asks:
+                req = self.by_cid[note[2]]
+                if note[1] == held.lease.key and req.state == "pending":
+                    self.withdraw(req, KeyboardInterrupt("gave up"))
+                    break
+        self.held.remove(held)
+        self.held.insert(0, held)  # `_strand_checkin` takes it (see there)
+        strand = self.rng.choice(idle)
+        if not self._strand_checkin(strand, first=True):
+            return False
+        self._seen("a checkin of a key whose ASK is unread")
+        while strand.busy:
+            self._resume(strand)
+        return True
 
     def _progress(self) -> None:
         """The supervisor or an actor does its next thing; if nothing is due,
@@ -1132,12 +1162,16 @@ class Sim:
             case ("withdraw", req):
                 self._note(f"withdraw #{req.n} cid={req.cid}")
                 req.withdraw_read = True
-                if req.cid in core.callers or req.cid in core.waiters.gave_up:
+                waiters = core.waiters
+                if req.cid in core.callers or req.cid in waiters.gave_up:
+                    self.counts["timeouts"] += 1
+                elif req.cid in waiters.taken:  # a checkin skipped it, unread
+                    self._seen("a give-up of a checkout a checkin skipped, unread")
                     self.counts["timeouts"] += 1
                 self.pending_callers.pop(req.cid, None)
                 self._feed("give_up", lambda now: core.give_up(now, req.cid))
                 self.undelivered_cids.discard(req.cid)
-                if req.cid in core.callers:
+                if req.cid in core.callers or req.cid in core.waiters.taken:
                     raise Violation(f"cid {req.cid} still waits after its give-up")
             case ("ready", rid, attempt, obj):
                 res = core.resources.get(rid)
@@ -2138,13 +2172,13 @@ class Sim:
             strand.asked = asked = None
         return asked is not None
 
-    def _strand_checkin(self, strand: Strand) -> bool:
+    def _strand_checkin(self, strand: Strand, *, first: bool = False) -> bool:
         rng = self.rng
-        x = rng.random()
+        x = 0.0 if first else rng.random()
         candidates = [h for h in self.held if not h.forget]
         foreign = False
         if x < 0.9 and candidates:
-            held = rng.choice(candidates)
+            held = candidates[0] if first else rng.choice(candidates)
             self.held.remove(held)
             lease = held.lease
         elif x < 0.97 and self.returned:
@@ -3087,9 +3121,12 @@ class Sim:
         handing = self.handing | {
             cid for cid, req in self.pending_callers.items() if req.state == "claimed"
         }
-        if core.callers.keys() - handing != self.pending_callers.keys() - handing:
-            extra = sorted(core.callers.keys() - self.pending_callers.keys() - handing)
-            lost = sorted(self.pending_callers.keys() - core.callers.keys() - handing)
+        # A self-queued checkout a checkin took before the core read its
+        # `ASK` waits in `taken` for its `GIVEN` note or its withdrawal.
+        known = core.callers.keys() | core.waiters.taken.keys()
+        if known - handing != self.pending_callers.keys() - handing:
+            extra = sorted(known - self.pending_callers.keys() - handing)
+            lost = sorted(self.pending_callers.keys() - known - handing)
             raise Violation(
                 f"callers: the core keeps {extra} (answered or gone), lost {lost}"
             )

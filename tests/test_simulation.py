@@ -660,3 +660,43 @@ def test_the_simulation_catches_a_checkout_put_off_again_and_again(
     monkeypatch.setattr(PoolCore, "read_notes", read_notes)
     found = _first_violation(range(300))
     assert "still unread" in str(found.violation)
+
+
+def test_the_simulation_catches_a_give_up_of_a_skipped_checkout_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A self-queued checkout that gave up, skipped by a checkin before the
+    core read its `ASK`, waits in `Waiters.taken` for its withdrawal. Here
+    the withdrawal does not look there: the caller is kept for ever."""
+    original = Waiters.give_up
+
+    def give_up(self: Waiters, now: float, cid: int) -> None:
+        taken, self.taken = self.taken, {}
+        try:
+            original(self, now, cid)
+        finally:
+            self.taken = taken
+
+    monkeypatch.setattr(Waiters, "give_up", give_up)
+    found = _first_violation(range(300))
+    assert "after its give-up" in str(found.violation)
+
+
+def test_the_simulation_catches_a_served_checkout_kept_unanswered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A self-queued checkout a checkin served before the core read its `ASK`
+    is done when the `GIVEN` note comes. Here the core's read of the hand-on
+    does not look in `Waiters.taken`: the caller is kept after its answer."""
+    original = PoolCore._given
+
+    def _given(self: PoolCore, now: float, *rest: Any) -> None:
+        taken, self._taken = self._taken, {}
+        try:
+            original(self, now, *rest)
+        finally:
+            self._taken = taken
+
+    monkeypatch.setattr(PoolCore, "_given", _given)
+    found = _first_violation(range(300))
+    assert "the core keeps" in str(found.violation)
