@@ -326,12 +326,12 @@ class PoolCore:
         """Read what callers left at the counter: before an event, on a `Notes`
         message (`woken`: the supervisor polls from now on) or at a poll.
 
-        On a `Notes` message or a poll, a checkout that queued itself and
-        still waits is read at the next step instead (`later`): a checkin
-        serves most of them before that, and one served is read for a few
-        counters where one still queued costs a place in the core's queues
-        and a timer (a third of the supervisor's time on the 24 x 8
-        PostgreSQL shape). The shell polls while `later` has any.
+        On a `Notes` message or a poll, a self-queued checkout still waiting
+        is read at the next step instead (`later`; the shell polls while it
+        has any): a checkin serves most before that, and a served one costs
+        two counters, a queued one a place in the queues and a timer (with
+        the hand-on answered outside the lock: 4.6 -> 3.5 µs of supervisor
+        CPU per request, 24 x 8 on PostgreSQL).
         """
         read = self.published.poll() if poll else self.published.drain(woken=woken)
         if self.later or any(read):
@@ -526,7 +526,7 @@ class PoolCore:
             if cid in self._early:  # its GIVEN note came first: it is served
                 self._early.discard(cid)
                 self._served_at_counter(now, note)
-            else:  # no `Caller` unless it gave up (a third of this read's cost)
+            else:  # no `Caller` unless it gave up (0.55 µs of a 1.8 µs read)
                 self._taken[cid] = note
             return
         # Notes read before it may have freed room for callers queued before

@@ -369,8 +369,8 @@ class Counter(Blocks):
 
         Settling wakes the caller's thread, and on a busy CPU the scheduler
         may switch to it at once: outside the lock, every other caller keeps
-        going meanwhile (measured: a third of the pool's CPU time on the 24 x 8
-        PostgreSQL shape was spent in that wake-up under the lock).
+        going meanwhile (py-spy, the 24 x 8 PostgreSQL shape: a third of the
+        pool's samples holding the GIL were that wake-up, under the lock).
         """
         given = self.lease(lease.key, res)
         answer += (fulfil, given)  # settles only: a user's callback runs elsewhere
