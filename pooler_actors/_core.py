@@ -372,12 +372,13 @@ class PoolCore:
             later, self.later = self.later, []
             for note in later:
                 self._asked(now, note)
-        n = self.n
+        n, debug, exclusive = self.n, self._debug, self._exclusive
+        live, retiring = Phase.OPEN, Phase.RETIRING  # (an Enum lookup: 76 ns)
         n["acquires"] += len(hits) + entered
         n["hits"] += len(hits) + entered
         n["checkouts"] += entered
         hit_keys = dict.fromkeys(hits)  # a key's last_used is set once
-        if self.debug and hits:  # debug turned on since (no caller context)
+        if debug and hits:  # debug turned on since (no caller context)
             for key in hits:
                 self._log("debug", "pool.acquire.hit", key, {})
         for note in notes:
@@ -390,7 +391,7 @@ class PoolCore:
                 n["acquires"] += 1
                 n["hits"] += 1
                 hit_keys[key] = None
-                if self.debug:
+                if debug:
                     self._log("debug", "pool.acquire.hit", key, note[2])
                 continue
             if kind == ASK:
@@ -407,34 +408,34 @@ class PoolCore:
                 res.leases[note[3].lid] = now
                 res.holders += 1
                 res.last_used = now
-                if self.debug:
+                if debug:
                     self._log("debug", "pool.acquire.hit", res.key, note[2])
                     self._log(
                         "debug", "pool.lease.checkout", res.key, lease=note[3].lid
                     )
-                if res.phase is Phase.RETIRING and not self._exclusive:
+                if res.phase is retiring and not exclusive:
                     self._drained(now, res, owned=False)  # a checkin came first
             elif kind == BACK:
-                if res.phase is Phase.RETIRING:
-                    self._drained(now, res, owned=self._exclusive)
+                if res.phase is retiring:
+                    self._drained(now, res, owned=exclusive)
                 elif res.left:
                     self.inventory.left_in(now, res)
             elif kind == GIVEN:
-                self._given(now, res, *note[2:])
+                self._given(now, note)
             else:  # a checkin: IN, HANDOVER or BROKEN
                 lease = note[2]
                 since = res.leases.pop(lease.lid, None)
                 if since is None:
                     continue  # voided by a drain timeout: it counts no more
-                if self.debug:
+                if debug:
                     self._checked_in(now, res, lease, since, kind == BROKEN)
                 res.holders -= 1
                 res.last_used = now
                 self._seq += 1
                 res.used_seq = self._seq
                 # Exclusive: the core has `res` unless it went back to its list.
-                owned = self._exclusive and kind != IN
-                if res.phase not in (Phase.OPEN, Phase.RETIRING):
+                owned = exclusive and kind != IN
+                if res.phase not in (live, retiring):
                     if res.left:  # the pool closed with it held
                         self.inventory.left_in(now, res)
                     elif kind == IN:
@@ -448,11 +449,11 @@ class PoolCore:
                         lease=lease.lid,
                         reason=getattr(lease, "reason", "checkin"),
                     )
-                    if res.phase is Phase.OPEN:
+                    if res.phase is live:
                         self._retire(now, res, "broken", owned=owned)
                     else:
                         self._drained(now, res, owned=owned)
-                elif res.phase is Phase.RETIRING:
+                elif res.phase is retiring:
                     self._drained(now, res, owned=owned)
                 elif owned:
                     self._back_in_service(res)
@@ -470,11 +471,10 @@ class PoolCore:
                     break
         self._pump(now)
 
-    def _given(
-        self, now: float, res: Resource, lease: Lease[Any, Any], given: Any, cid: int
-    ) -> None:
-        """A checkin handed `res` straight to queued caller `cid`:
-        one holder for another, and the caller answered."""
+    def _given(self, now: float, note: tuple[Any, ...]) -> None:
+        """`(GIVEN, res, lease, given, cid)`: a checkin handed `res` straight
+        to queued caller `cid`: one holder for another, and the caller answered."""
+        _, res, lease, given, cid = note
         self.n["checkouts"] += 1
         self.handed.append(cid)
         res.last_used = now

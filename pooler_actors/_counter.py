@@ -90,20 +90,35 @@ class Counter(Blocks):
         while holding the lock would make every other caller queue on the
         lock and hand the GIL on in turn (a convoy: 8 threads over 2 CPUs ran
         15 times slower with one `append` in the locked region). A speed
-        rule only: correctness rests on the lock alone."""
+        rule only: correctness rests on the lock alone. While the supervisor
+        polls and debug is off, a hit is one key in `hits` and nothing to
+        wake: that case first (0.37 against 0.40 µs a hit)."""
+        with self.lock:
+            try:
+                res = self.view[key]
+            except (KeyError, TypeError):  # not open (or unhashable: asking says so)
+                return MISS
+            if res.retired:
+                return MISS
+            if self.noted and not self.debug_on:  # (`QUIET` is 0: see `_ring`)
+                res.handed_out = True  # a plain acquire() got it: never reclaimed
+                self.hits += (key,)
+                return res.obj
+        return self._hit_noted(key)
+
+    def _hit_noted(self, key: Hashable) -> Any:
+        """`hit`, when the hit is noted with its context (debug) or wakes the
+        supervisor: a step of its own, as if the first had not happened."""
         ring = False
         try:
             with self.lock:
                 try:
                     res = self.view[key]
-                except (
-                    KeyError,
-                    TypeError,
-                ):  # not open (or unhashable: asking says so)
+                except (KeyError, TypeError):
                     return MISS
                 if res.retired:
                     return MISS
-                res.handed_out = True  # a plain acquire() got it: never reclaimed
+                res.handed_out = True
                 if self.debug_on:
                     ring = self._add(self.notes, (HIT, key, self.context()), False)
                 else:  # the cheapest note, rung first (an interrupt between

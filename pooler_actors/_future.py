@@ -54,24 +54,26 @@ class PoolFuture(pykka.Future[T]):
     blocking the event loop, and withdrawable by a caller that gives up.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    # Defaults a new future shares until set (a checkout that waits makes one).
+    _state = _PENDING
+    _value: Any = None
+    _error: BaseException | None = None
+    _callbacks: list[Callable[[PoolFuture[T]], None]] | None = None
+    withdrawn = False
+    #: Called once, with this future, when the caller gives up (set by the
+    #: pool's ref: it tells the supervisor, which drops the caller from its
+    #: queues). Given the future rather than closing over it: a future that
+    #: refers to itself is a reference cycle, freed only by the garbage
+    #: collector (a cycle per wait made the collector run every few dozen).
+    on_withdraw: Callable[[PoolFuture[Any]], None] | None = None
+    #: The supervisor's number for the request (set and read in its thread).
+    cid = 0
+
+    def __init__(self) -> None:  # (not pykka's: see `_pykka.init_future`)
+        _pykka.init_future(self)
         self._guard = threading.Lock()
         self._done = threading.Lock()
         self._done.acquire()  # held until settled; get() waits on it
-        self._state = _PENDING
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self._callbacks: list[Callable[[PoolFuture[T]], None]] | None = None
-        self.withdrawn = False
-        #: Called once, with this future, when the caller gives up (set by the
-        #: pool's ref: it tells the supervisor, which drops the caller from its
-        #: queues). Given the future rather than closing over it: a future that
-        #: refers to itself is a reference cycle, freed only by the garbage
-        #: collector (a cycle per wait made the collector run every few dozen).
-        self.on_withdraw: Callable[[PoolFuture[Any]], None] | None = None
-        #: The supervisor's number for the request (set and read in its thread).
-        self.cid = 0
 
     def __repr__(self) -> str:
         state = ("pending", "value", "error", "claimed")[self._state]

@@ -41,6 +41,7 @@ __all__ = [
     "get_hook",
     "handle_failure",
     "handle_receive",
+    "init_future",
     "is_stop",
     "log_returned_exception",
     "loop_setup",
@@ -137,6 +138,17 @@ def handle_failure(actor: pykka.Actor, *exc_info: Any) -> None:
     """pykka's handling of an actor's failure (log it, stop the actor)."""
     # As handle_receive: the failure path of pykka's receive loop.
     actor._handle_failure(*exc_info)  # noqa: SLF001
+
+
+def init_future(future: pykka.Future[Any]) -> None:
+    """What `pykka.Future.__init__` sets, without its calls (0.7 -> 0.3 µs a
+    future: a checkout that waits makes one); its "no result yet" marker,
+    compared by type and replaced on the instance, shared."""
+    future._get_hook = None  # noqa: SLF001
+    future._get_hook_result = _UNSET  # noqa: SLF001
+
+
+_UNSET = pykka._future._Unset()  # noqa: SLF001
 
 
 def get_hook(future: pykka.Future[Any]) -> Any:

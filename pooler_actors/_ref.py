@@ -15,6 +15,7 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable
+from functools import partial
 from time import monotonic
 from typing import Any, cast
 
@@ -63,7 +64,7 @@ class PoolRef(pykka.ActorRef[Any]):
         self.counter, self.events = counter, events
         counter.lock = self.lock = lock = threading.Lock()
         counter.claim = replies.claim
-        counter.register = lambda: replies.register(self.withdraw)
+        counter.register = partial(replies.register, self.withdraw)  # bound once
         counter.wake = self.wake
         counter.context = get_contextvars
         counter.on_lost = self.lost

@@ -387,12 +387,13 @@ class Waiters(Part):
     def served_at_counter(self, now: float, ask: tuple[Any, ...]) -> None:
         """A checkin handed a resource to the self-queued checkout of `ask`
         (its `ASK` note): its wait counts, as `served` counts a caller's."""
-        _, key, _cid, since, _timeout, context, _queue = ask
-        waited = now - since
+        waited = now - ask[3]  # (`since`: see `self_queued` for the fields)
         self.wait_duration += waited
         self.max_wait = max(self.max_wait, waited)
         if self.core.debug:
-            self.core.log("debug", "pool.acquire.granted", key, context, wait_s=waited)
+            self.core.log(
+                "debug", "pool.acquire.granted", ask[1], ask[5], wait_s=waited
+            )
 
 
 def self_queued(ask: tuple[Any, ...]) -> Caller:
