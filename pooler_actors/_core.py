@@ -49,6 +49,7 @@ from pooler_actors._counter_state import (
     ASK,
     BACK,
     BROKEN,
+    CHECKINS,
     GIVEN,
     HIT,
     IN,
@@ -347,27 +348,10 @@ class PoolCore:
         *,
         lazy: bool = False,
     ) -> None:
-        """What callers did on the hit path (or at checkin) since the last notes.
-
-        `(HIT, key, context)`: an `acquire()` got `key`'s open resource.
-        `(OUT, res, context, lease)`: a checkout took `res` (exclusive: from
-        its idle list; shared: with a token in `res.tokens`).
-        `(IN, res, lease)`: a lease of `res` was checked in (exclusive: `res`
-        is back in its idle list; shared: its token is gone).
-        `(HANDOVER, res, lease)`: an exclusive lease was checked in, and `res`
-        left to the core (callers wait for it, or it retired).
-        `(BROKEN, res, lease)`: a lease was checked in as broken (exclusive:
-        `res` left to the core).
-        `(BACK, res)`: a checkout found `res` retired and left it unused.
-        `(GIVEN, res, lease, given, cid)`: `lease` was checked in, and `res`
-        handed on to queued caller `cid` as `given` (`Counter._hand_on`).
-        `(ASK, key, cid, since, timeout, context, queue)`: a checkout of `key`
-        queued itself in `queue` as `cid` (`Counter.enqueue`).
-        `hits`: keys of `acquire()` hits noted without a context.
-        `used`, `entered`, `(SPOILT, res, lid, reason)`: the block path's
-        (`_counter_blocks`): resources blocks left, how many entered, a
-        block that left `res` broken.
-        """
+        """What callers did on the hit path (or at checkin) since the last
+        notes (each kind is described in `_counter_state`); `hits`: keys of
+        `acquire()` hits noted without a context; `used`, `entered`: the
+        block path's resources blocks left and how many entered."""
         if self.later:  # before the notes that follow theirs
             later, self.later = self.later, []
             for note in later:
@@ -381,30 +365,12 @@ class PoolCore:
         if debug and hits:  # debug turned on since (no caller context)
             for key in hits:
                 self._log("debug", "pool.acquire.hit", key, {})
-        for note in notes:
+        outs = 0  # (counted once, after: a dict item's += is 45 ns)
+        for note in notes:  # the most frequent kinds first
             kind = note[0]
-            if kind == SPOILT:
-                self.inventory.spoilt(now, note)
-                continue
-            if kind == HIT:
-                key = note[1]
-                n["acquires"] += 1
-                n["hits"] += 1
-                hit_keys[key] = None
-                if debug:
-                    self._log("debug", "pool.acquire.hit", key, note[2])
-                continue
-            if kind == ASK:
-                if lazy and note[2] in note[6]:  # still queued: see `read_notes`
-                    self.later.append(note)
-                else:
-                    self._asked(now, note)
-                continue
-            res = note[1]
             if kind == OUT:
-                n["acquires"] += 1
-                n["hits"] += 1
-                n["checkouts"] += 1
+                res = note[1]
+                outs += 1
                 res.leases[note[3].lid] = now
                 res.holders += 1
                 res.last_used = now
@@ -415,14 +381,8 @@ class PoolCore:
                     )
                 if res.phase is retiring and not exclusive:
                     self._drained(now, res, owned=False)  # a checkin came first
-            elif kind == BACK:
-                if res.phase is retiring:
-                    self._drained(now, res, owned=exclusive)
-                elif res.left:
-                    self.inventory.left_in(now, res)
-            elif kind == GIVEN:
-                self._given(now, note)
-            else:  # a checkin: IN, HANDOVER or BROKEN
+            elif kind in CHECKINS:
+                res = note[1]
                 lease = note[2]
                 since = res.leases.pop(lease.lid, None)
                 if since is None:
@@ -461,6 +421,32 @@ class PoolCore:
                     if not held(res):
                         self._arm_idle(res)
                     self._dirty[res.key] = None
+            elif kind == GIVEN:
+                self._given(now, note)
+            elif kind == ASK:
+                if lazy and note[2] in note[6]:  # still queued: see `read_notes`
+                    self.later.append(note)
+                else:
+                    self._asked(now, note)
+            elif kind == HIT:
+                key = note[1]
+                n["acquires"] += 1
+                n["hits"] += 1
+                hit_keys[key] = None
+                if debug:
+                    self._log("debug", "pool.acquire.hit", key, note[2])
+            elif kind == BACK:
+                res = note[1]
+                if res.phase is retiring:
+                    self._drained(now, res, owned=exclusive)
+                elif res.left:
+                    self.inventory.left_in(now, res)
+            else:
+                assert kind == SPOILT, note
+                self.inventory.spoilt(now, note)
+        n["acquires"] += outs
+        n["hits"] += outs
+        n["checkouts"] += outs
         self.inventory.blocks_left(now, used)
         for key in hit_keys:
             entry = self.keys.get(key)

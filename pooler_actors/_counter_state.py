@@ -24,6 +24,7 @@ __all__ = [
     "ASK",
     "BACK",
     "BROKEN",
+    "CHECKINS",
     "GIVEN",
     "HANDOVER",
     "HIT",
@@ -50,10 +51,28 @@ QUIET, POLLING, WOKEN = 0, 1, 2
 (`QUIET`); it reads the notes every `POLL` seconds, so only an urgent note
 wakes it (`POLLING`); a `Notes` message is on its way (`WOKEN`)."""
 
-#: The kinds of note callers leave (see `PoolCore.notes`).
+# The kinds of note callers leave, read by `PoolCore.notes`:
+#
+# `(HIT, key, context)`: an `acquire()` got `key`'s open resource (noted so
+# only with debug on; else its key goes in `hits`).
+# `(OUT, res, context, lease)`: a checkout took `res` (exclusive: from its
+# idle list; shared: with a token in `res.tokens`).
+# `(IN, res, lease)`: a lease of `res` was checked in (exclusive: `res` is
+# back in its idle list; shared: its token is gone).
+# `(HANDOVER, res, lease)`: an exclusive lease was checked in, and `res` left
+# to the core (callers wait for it, or it retired).
+# `(BROKEN, res, lease)`: a lease was checked in as broken (exclusive: `res`
+# left to the core).
+# `(BACK, res)`: a checkout found `res` retired and left it unused.
+# `(GIVEN, res, lease, given, cid)`: `lease` was checked in, and `res` handed
+# on to queued caller `cid` as `given` (`Counter._hand_on`).
+# `(ASK, key, cid, since, timeout, context, queue)`: a checkout of `key`
+# queued itself in `queue` as `cid` (`Counter.enqueue`).
+# `(SPOILT, res, lid, reason)`: a block left `res` broken (`_counter_blocks`).
 HIT, OUT, IN, BACK = "hit", "out", "in", "back"
 HANDOVER, BROKEN, GIVEN, ASK = "handover", "broken", "given", "ask"
-SPOILT = "spoilt"  # a block left its resource broken (`_counter_blocks`)
+SPOILT = "spoilt"
+CHECKINS = frozenset((IN, HANDOVER, BROKEN))  # the kinds a checkin leaves
 
 
 #: What `drain` hands the core: notes, hits, resources blocks left, blocks entered.

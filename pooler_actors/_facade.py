@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Generic, cast
 
 import pykka
 
-from pooler_actors._counter import MISS
 from pooler_actors._future import PoolFuture
 from pooler_actors._messages import Shutdown
 from pooler_actors.errors import AcquireTimeout, short_repr
@@ -92,8 +91,8 @@ class FacadeBase(Generic[K, T]):
     def _queue_self(self, key: K, timeout: float | None) -> Any:
         """A checkout queued at the counter, without a round trip: its reply
         future, withdrawable; or `MISS`."""
-        future = self._counter.enqueue(key, timeout, monotonic())
-        return future if future is MISS else self._ref.withdrawable(future)
+        # (withdrawable already: `Counter.register` makes it so)
+        return self._counter.enqueue(key, timeout, monotonic())
 
     def _grant(self, future: Any, key: K, timeout: float | None) -> Any:
         """Wait for a request's answer, keeping its deadline here, in the

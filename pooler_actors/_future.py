@@ -40,13 +40,6 @@ _OPEN = (_PENDING, _CLAIMED)
 _ANSWERS = (Reply, Fail)  # the effects that settle a request's reply
 
 
-class _Handing(threading.local):
-    on = False  # this thread is settling a future it claimed (`fulfil`)
-
-
-_handing = _Handing()
-
-
 class PoolFuture(pykka.Future[T]):
     """A one-shot future: one ``Lock`` to wait on, one to make settling atomic.
 
@@ -68,6 +61,8 @@ class PoolFuture(pykka.Future[T]):
     on_withdraw: Callable[[PoolFuture[Any]], None] | None = None
     #: The supervisor's number for the request (set and read in its thread).
     cid = 0
+    #: While its callbacks run: settled by a checkin that claimed it (`fulfil`).
+    handing = False
 
     def __init__(self) -> None:  # (not pykka's: see `_pykka.init_future`)
         _pykka.init_future(self)
@@ -154,11 +149,7 @@ class PoolFuture(pykka.Future[T]):
         A user's done-callback runs on a thread of its own: the claimer is a
         caller's checkin, which must not wait for it.
         """
-        _handing.on = True
-        try:
-            self._settle(_VALUE, value, None, claimed=True)
-        finally:
-            _handing.on = False
+        self._settle(_VALUE, value, None, claimed=True)
 
     def withdraw(self, error: BaseException) -> bool:
         """Give up: settle with ``error`` unless already settled.
@@ -212,8 +203,10 @@ class PoolFuture(pykka.Future[T]):
             self._callbacks = None
         self._done.release()
         if callbacks:
+            self.handing = claimed  # (`_off_pool_thread` reads it)
             for fn in callbacks:
                 _run_callback(fn, self)
+            self.handing = False
         return True
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -262,7 +255,7 @@ def _off_pool_thread(
 ) -> None:
     """Run a user's callback, moving it off a pool thread (or a checkin
     handing its resource on) if it is on one."""
-    if _handing.on or threading.current_thread().name.startswith("pooler_actors:"):
+    if future.handing or threading.current_thread().name.startswith("pooler_actors:"):
         threading.Thread(
             target=_run_callback,
             args=(fn, future),

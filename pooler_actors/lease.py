@@ -129,8 +129,10 @@ class Lease(Generic[K, T]):
         # the pool's own locked code: `on_lost` only puts a message in the
         # supervisor's mailbox (a reentrant queue), taking no lock.
         # (getattr: an interrupt may have cut `__init__` short.)
+        if not getattr(self, "_out", False):  # (checked in: the common case)
+            return
         on_lost = getattr(self, "on_lost", None)
-        if on_lost is not None and getattr(self, "_out", False):
+        if on_lost is not None:
             with contextlib.suppress(BaseException):  # at exit: nobody to tell
                 on_lost(self)  # resurrects it until the supervisor is done
 
