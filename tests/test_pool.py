@@ -221,6 +221,21 @@ def test_ask_acquire_returns_the_resource_not_a_future(rec: Recorder) -> None:
         assert future.get(timeout=10).key == "b"
 
 
+def test_an_asks_future_works_with_pykkas_combinators(rec: Recorder) -> None:
+    """A reply future keeps pykka's own `Future` fields (`_pykka.init_future`):
+    `map`, `join` and `get_all` still answer, pending or settled."""
+    with Pool(rec) as pool:
+        ref = pool.actor_ref
+        keys = ref.ask(Acquire("a"), block=False).map(lambda res: res.key)
+        pair = ref.ask(Acquire("a"), block=False).join(
+            ref.ask(Acquire("b"), block=False)
+        )
+        assert keys.get(timeout=10) == "a"
+        assert [res.key for res in pair.get(timeout=10)] == ["a", "b"]
+        futures = [ref.ask(Acquire(k), block=False) for k in ("c", "a")]
+        assert [res.key for res in pykka.get_all(futures, timeout=10)] == ["c", "a"]
+
+
 def test_supervisor_start_directly(rec: Recorder) -> None:
     ref = PoolSupervisor.start(rec, options=PoolOptions(max_open_resources=2))
     try:
